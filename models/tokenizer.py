@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import string
-import tempfile
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -192,14 +191,14 @@ def _token_entry(content: str) -> dict[str, object]:
 
 def _write_json(path: Path, data: object) -> None:
     """Write JSON to a temp file beside `path`, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
