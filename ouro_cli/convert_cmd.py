@@ -1,0 +1,37 @@
+"""`ouro convert SRC [-o OUT] [-t TYPE] [--force]`: an Ouro HF checkpoint to GGUF.
+
+Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from convert.convert import convert_checkpoint
+from convert.errors import ConvertError
+from convert.plan import OUTPUT_TYPES
+from ouro_cli.main import app
+
+OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, type=str)
+
+
+@app.command("convert")
+def convert(
+    src: Annotated[str, typer.Argument(help="Checkpoint directory, or a Hugging Face repo id already in the local cache.")],
+    outfile: Annotated[Optional[Path], typer.Option("--outfile", "-o", help="Output file (default: <model-name>-<type>.gguf here).")] = None,
+    qtype: Annotated[OutputTypeName, typer.Option("--type", "-t", case_sensitive=False, help="Tensor type of the weight matrices; K-quants need `ouro runtime build`.")] = OutputTypeName["q8_0"],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file if it exists.")] = False,
+) -> None:
+    """Convert an Ouro checkpoint to GGUF (loops, exit gate and tokenizer included)."""
+    try:
+        convert_checkpoint(src, outfile, qtype.value, force)
+    except ConvertError as e:
+        # One line, no traceback: bad input is the user's to fix, and the message says how.
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {escape(str(e))}")
+        raise typer.Exit(1) from None
