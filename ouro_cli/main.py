@@ -1,0 +1,18 @@
+"""The `ouro` command: one Typer app, one module per command group."""
+
+import typer
+
+app = typer.Typer(
+    name="ouro",
+    help="Run ByteDance's Ouro looped language models on the CPU through llama.cpp's GGUF format.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+import ouro_cli.convert_cmd  # noqa: E402,F401  (registers `ouro convert`)
+
+from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
+app.add_typer(runtime_app, name="runtime")
+
+if __name__ == "__main__":
+    app()
