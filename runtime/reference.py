@@ -276,7 +276,7 @@ def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> Our
     model = Ouro(cfg)
     state = {k: v.to(dtype) for k, v in load_file(path / "model.safetensors").items()}
     model.load_state_dict(state, strict=True)
-    return model.to(dtype).eval()
+    return model.to(dtype).eval().requires_grad_(False)
 
 
 @torch.no_grad()

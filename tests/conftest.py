@@ -19,3 +19,31 @@ def tiny_config_dict() -> dict:
         num_attention_heads=4, num_key_value_heads=4, head_dim=8, rope_theta=10000.0,
         rms_norm_eps=1e-6, max_position_embeddings=512, total_ut_steps=4, early_exit_threshold=1.0,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """Factory: a tiny random checkpoint converted to GGUF, cached per parameter set.
+
+    Returns (checkpoint_dir, gguf_path)."""
+    import io
+
+    from rich.console import Console
+
+    from convert.convert import convert_checkpoint
+    from models.synthetic import write_checkpoint
+
+    made: dict[tuple, tuple[Path, Path]] = {}
+
+    def make(*, loops: int = 4, layers: int = 2, gate_bias: float = 0.0, qtype: str = "f32", seed: int = 0):
+        key = (loops, layers, gate_bias, qtype, seed)
+        if key not in made:
+            root = tmp_path_factory.mktemp("tiny")
+            ckpt = write_checkpoint(root / "ckpt", "tiny", loops=loops, layers=layers, seed=seed,
+                                    gate_bias=gate_bias)
+            gguf = convert_checkpoint(ckpt, root / f"tiny-{qtype}.gguf", qtype,
+                                      console=Console(file=io.StringIO()))
+            made[key] = (ckpt, gguf)
+        return made[key]
+
+    return make
