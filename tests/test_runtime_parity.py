@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,6 @@ from gguf import GGUFValueType
 
 from gguf_edit import rewrite_gguf
 from runtime.reference import exit_cdf, exit_step, load_checkpoint
-
-llama_cpp = pytest.importorskip("llama_cpp", reason="the patched runtime is built by scripts/bootstrap.sh")
 
 PROMPT_LEN, DECODE_STEPS = 24, 16
 F32_KV = dict(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
