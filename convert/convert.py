@@ -7,7 +7,7 @@ import time
 from math import prod
 from pathlib import Path
 
-from gguf import GGUFReader, LlamaFileType
+from gguf import LlamaFileType
 from rich.console import Console
 
 from convert.checkpoint import load_checkpoint
@@ -43,18 +43,21 @@ def convert_checkpoint(src: str | os.PathLike[str], outfile: str | os.PathLike[s
         if quantizer is None:
             with tensor_progress(progress_console, plans, ckpt.weights) as advance:
                 write_gguf(tmp, ckpt, vocab, meta, plans, advance)
+            tensor_bytes = sum(p.nbytes for p in plans)
         else:
             with temp_sibling(out, suffix=".f16.tmp") as f16:
                 with tensor_progress(progress_console, plans, ckpt.weights) as advance:
-                    write_gguf(f16, ckpt, vocab, meta, plans, advance)
+                    data_offset = write_gguf(f16, ckpt, vocab, meta, plans, advance)
                 with progress_console.status(f"quantizing to {otype.name.upper()} with llama.cpp"):
                     quantizer(f16, tmp, otype.file_type)
+            # llama.cpp keeps every key and tensor info (only values change), so the metadata is as
+            # long as ours; the rest is tensor data plus at most 31 bytes of alignment per tensor.
+            tensor_bytes = tmp.stat().st_size - data_offset
 
-    tensors = GGUFReader(out).tensors
     print_summary(console, Summary(
         source=ckpt.path, output=out, type_name=otype.name,
-        n_tensors=len(tensors), n_params=sum(prod(p.src.shape) for p in plans),
-        tensor_bytes=sum(int(t.n_bytes) for t in tensors), file_bytes=out.stat().st_size,
+        n_tensors=len(plans), n_params=sum(prod(p.src.shape) for p in plans),
+        tensor_bytes=tensor_bytes, file_bytes=out.stat().st_size,
         seconds=time.monotonic() - start, layers=ckpt.hparams.num_hidden_layers, loops=ckpt.hparams.total_ut_steps,
         thinking=meta.thinking, template_from_checkpoint=meta.template_from_checkpoint,
         fallbacks=[f"{p.name}: {p.fallback}" for p in plans if p.fallback],

@@ -27,7 +27,9 @@ def tensor_progress(console: Console, plans: list[TensorPlan], weights: Safetens
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(bar_width=24), TaskProgressColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console,
+        # Transient: the summary replaces the bar on success, the error line on failure. Off when
+        # stderr is not a terminal: rich would not animate it there anyway, only leave debris in logs.
+        console=console, transient=True, disable=not console.is_terminal,
     )
     with progress:
         task = progress.add_task("", total=total)

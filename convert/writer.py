@@ -29,7 +29,8 @@ Advance = Callable[[TensorPlan, int], None]  # (tensor being written, source byt
 
 
 def write_gguf(path: Path, ckpt: Checkpoint, vocab: GGUFVocab, meta: FileMetadata, plans: list[TensorPlan],
-               advance: Advance) -> None:
+               advance: Advance) -> int:
+    """Write the file; returns the offset where tensor data starts (everything before is metadata)."""
     writer = GGUFWriter(path, ARCH)
     add_metadata(writer, ckpt, vocab, meta)
     for plan in plans:
@@ -40,10 +41,13 @@ def write_gguf(path: Path, ckpt: Checkpoint, vocab: GGUFVocab, meta: FileMetadat
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        assert writer.fout is not None
+        data_offset = GGUFWriter.ggml_pad(writer.fout[0].tell(), writer.data_alignment)
         for plan in plans:
             writer.write_tensor_data(encode_tensor(ckpt.weights, plan, advance))
     finally:
         writer.close()
+    return data_offset
 
 
 def encode_tensor(weights: SafetensorsFile, plan: TensorPlan, advance: Advance) -> np.ndarray:

@@ -17,8 +17,8 @@ from gguf.quants import dequantize
 from rich.console import Console
 
 from convert.convert import convert_checkpoint
-from convert_support import gguf_fields, read_safetensors
-from models.synthetic import write_checkpoint
+from convert_support import bf16_bits, gguf_fields, read_safetensors, write_safetensors
+from models.synthetic import tensor_shapes, write_checkpoint
 
 # Spec §5, written out independently of convert/tensor_map.py.
 LAYER_MAP = {
@@ -297,3 +297,33 @@ def test_summary_reports_size_bits_per_weight_and_time(tiny_bf16, tmp_path):
     assert f"{out.stat().st_size:,} bytes" in text
     assert f"bits per weight │ {bits:.2f}" in text
     assert "time" in text
+
+
+def test_rows_not_a_multiple_of_the_block_fall_back_to_f16(tiny_bf16, tmp_path):
+    """hidden 48: every matrix with 48-long rows becomes F16; ffn_down (rows of 96) stays Q8_0."""
+    src = tmp_path / "Ouro-odd"
+    src.mkdir()
+    config = json.loads((tiny_bf16 / "config.json").read_text())
+    config.update(hidden_size=48, head_dim=12)
+    (src / "config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (src / name).write_bytes((tiny_bf16 / name).read_bytes())
+    rng = np.random.default_rng(1)
+    write_safetensors(src / "model.safetensors", {
+        name: ("BF16", bf16_bits(rng.standard_normal(shape).astype(np.float32) * 0.1).tobytes(), list(shape))
+        for name, shape in tensor_shapes(config)
+    })
+    console = Console(file=io.StringIO(), width=200)
+    out = convert_checkpoint(src, tmp_path / "odd.gguf", "q8_0", console=console)
+
+    def check(name, qtype, values, ref):
+        if ".ffn_down." in name:
+            assert qtype == Q.Q8_0
+            assert np.all(np.abs(values - ref) <= q8_bound(ref)), name
+        else:
+            assert qtype == Q.F16, name
+            np.testing.assert_array_equal(values, ref.astype(np.float16).astype(np.float32), err_msg=name)
+
+    assert_round_trip(src, out, check)
+    text = console.file.getvalue()
+    assert "token_embd.weight: row length 48 is not a multiple of the Q8_0 block size 32: written as F16" in text

@@ -1,0 +1,48 @@
+"""Streaming: the converter holds about one tensor at a time, never the whole model."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tracemalloc
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from convert.convert import convert_checkpoint
+from convert_support import bf16_bits, write_safetensors
+from models.synthetic import tensor_shapes, write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """Wider than `tiny` (tensors of 128K values) and 24 layers: the model is ~60x its largest tensor."""
+    tiny = write_checkpoint(tmp_path_factory.mktemp("tiny") / "Ouro-tiny", "tiny")
+    src = tmp_path_factory.mktemp("wide") / "Ouro-wide"
+    src.mkdir()
+    config = json.loads((tiny / "config.json").read_text())
+    config.update(hidden_size=256, intermediate_size=512, head_dim=64, num_hidden_layers=24)
+    (src / "config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny / name, src / name)
+    rng = np.random.default_rng(0)
+    write_safetensors(src / "model.safetensors", {
+        name: ("BF16", bf16_bits(rng.standard_normal(shape, dtype=np.float32) * 0.05).tobytes(), list(shape))
+        for name, shape in tensor_shapes(config)
+    })
+    return src
+
+
+@pytest.mark.parametrize("qtype", ["f16", "q8_0"])
+def test_peak_python_memory_is_far_below_the_output(wide, tmp_path, qtype):
+    tracemalloc.start()
+    try:
+        convert_checkpoint(wide, tmp_path / "x.gguf", qtype, console=Console(file=io.StringIO()))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    out_size = (tmp_path / "x.gguf").stat().st_size
+    # GGUFWriter's default path keeps every tensor until the end: at least the output's size.
+    assert peak < out_size / 8, (peak, out_size)
