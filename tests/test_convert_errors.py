@@ -225,16 +225,25 @@ def test_failure_mid_write_leaves_no_file(ckpt, outdir, monkeypatch, exc):
 
 
 def test_write_error_is_one_line_and_leaves_no_file(ckpt, outdir, monkeypatch):
-    real = convert.writer.encode_tensor
-
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(convert.writer, "encode_tensor", disk_full)
     assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "No space left on device", outdir=outdir)
-    monkeypatch.setattr(convert.writer, "encode_tensor", real)
 
 
 def test_convert_error_is_the_base_class(tmp_path):
     with pytest.raises(ConvertError):
         convert_checkpoint(tmp_path / "nope")
+
+
+def test_failed_forced_overwrite_keeps_the_old_file(ckpt, outdir, monkeypatch):
+    target = outdir / "x.gguf"
+    target.write_bytes(b"previous conversion")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert.writer, "encode_tensor", disk_full)
+    assert_fails(run(ckpt, "-o", target, "--force"), "No space left on device", outdir=outdir, existing={"x.gguf"})
+    assert target.read_bytes() == b"previous conversion"
