@@ -1,0 +1,498 @@
+"""The Python API: `load(path, ...)` -> `OuroModel`, an Ouro GGUF ready to chat and generate.
+
+    from runtime import load
+    model = load("ouro-1.4b-q8_0.gguf", n_ctx=4096, loops=3)
+    print(model.chat([{"role": "user", "content": "2+2?"}]).text)
+    for piece in model.generate("Once upon a time", stream=True, max_tokens=64):
+        print(piece, end="", flush=True)
+    print(model.stats)
+
+`OuroModel` wraps `llama_cpp.Llama` (the patched build, `model.llama`). Prompts go through
+`Llama.generate`, which keeps the KV cache of the longest common token prefix of its previous run, so a
+new chat turn evaluates only the tokens after that prefix; `chat` hands it the exact tokens of the
+previous turn (prompt + sampled answer) so the prefix covers the whole conversation so far. That
+matters more for Ouro than for a dense model: every prompt token costs T loops.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from runtime.errors import OuroRuntimeError
+from runtime.kv import kv_bytes_per_token
+from runtime.sampling import SamplingParams
+
+EXIT_MODES = ("select", "skip")
+KV_MODES = ("full", "share")
+GGUF_MAGIC = b"GGUF"
+Message = Mapping[str, str]
+
+
+# ------------------------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """The loop/exit knobs. None means "as the GGUF says" (ouro.num_loops, ouro.early_exit_threshold)."""
+
+    loops: int | None = None
+    exit_threshold: float | None = None
+    exit_mode: str = "select"
+    kv: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.loops is not None and (isinstance(self.loops, bool) or self.loops < 1):
+            raise OuroRuntimeError(f"loops must be an integer >= 1, got {self.loops!r}")
+        if self.exit_threshold is not None and not 0.0 <= self.exit_threshold <= 1.0:
+            raise OuroRuntimeError(f"the exit threshold must be in [0, 1], got {self.exit_threshold!r}")
+        if self.exit_mode not in EXIT_MODES:
+            raise OuroRuntimeError(f"exit mode must be one of {', '.join(EXIT_MODES)}, got {self.exit_mode!r}")
+        if self.kv not in KV_MODES:
+            raise OuroRuntimeError(f"kv must be one of {', '.join(KV_MODES)}, got {self.kv!r}")
+
+
+# -------------------------------------------------------------------------------------------- results
+
+@dataclass
+class GenerationStats:
+    """What one chat/generate call measured."""
+
+    prompt_tokens: int           # tokens of the whole prompt (for chat: the conversation so far)
+    prefill_tokens: int          # of those, evaluated by this call; the rest were reused from the KV cache
+    prefill_seconds: float
+    generated_tokens: int        # sampled tokens, not counting the end-of-turn token
+    decode_steps: int            # single-token evaluations after the prefill
+    decode_seconds: float
+    mean_loops: float | None     # loops per token; None when this runtime build cannot measure it
+    kv_bytes: int                # KV cache bytes holding tokens after this call
+    finish_reason: str           # "stop" (end of turn), "length" (max_tokens or context full), "interrupted"
+
+    @property
+    def prefill_tps(self) -> float | None:
+        return self.prefill_tokens / self.prefill_seconds if self.prefill_tokens and self.prefill_seconds else None
+
+    @property
+    def decode_tps(self) -> float | None:
+        return self.decode_steps / self.decode_seconds if self.decode_steps and self.decode_seconds else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "prefill_tps": self.prefill_tps, "decode_tps": self.decode_tps}
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[int]
+    stats: GenerationStats
+    opened_thinking: bool = False  # the prompt opened a <think> block: the text starts inside it
+
+
+class TextStream:
+    """Iterator over the text of a generation as it is produced, in complete UTF-8 characters.
+
+    `completion` is set once the generation ends: exhausted, closed early (`close()`, or a
+    KeyboardInterrupt inside the loop) or failed. `opened_thinking` is known before the first piece.
+    """
+
+    def __init__(self, make_pieces: Callable[[TextStream], Iterator[str]], opened_thinking: bool) -> None:
+        self.opened_thinking = opened_thinking
+        self.completion: Completion | None = None
+        self._pieces = make_pieces(self)  # a generator: nothing runs before the first next()
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        self._pieces.close()  # type: ignore[attr-defined]  (a generator: runs its `finally`)
+
+    @property
+    def finished(self) -> bool:
+        return self.completion is not None
+
+
+# ------------------------------------------------------------------------------------------ llama_cpp
+
+def _llama_cpp() -> Any:
+    """The llama_cpp module, imported on first use so that `runtime` imports without it."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise OuroRuntimeError("llama_cpp is not installed: run `ouro runtime build` (or scripts/bootstrap.sh) "
+                               "to build and install the patched runtime") from None
+    return llama_cpp
+
+
+@functools.cache
+def _metered_llama_class() -> type:
+    """llama_cpp.Llama, recording the size and duration of every eval()."""
+    llama_cpp = _llama_cpp()
+
+    class MeteredLlama(llama_cpp.Llama):
+        # Llama.generate calls eval() once for the prompt suffix it could not reuse from the KV cache,
+        # then once per sampled token: these records are how stats count prefill and decode work.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.evals: list[tuple[int, float]] = []
+            super().__init__(*args, **kwargs)
+
+        def eval(self, tokens: Sequence[int]) -> None:
+            start = time.perf_counter()
+            super().eval(tokens)
+            self.evals.append((len(tokens), time.perf_counter() - start))
+
+    return MeteredLlama
+
+
+def _check_gguf(path: Path) -> None:
+    # llama.cpp reports a missing or foreign file only as "Failed to load model from file".
+    if not path.is_file():
+        raise OuroRuntimeError(f"{path}: no such file")
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise OuroRuntimeError(f"{path}: not a GGUF file (convert a checkpoint with `ouro convert`)")
+
+
+def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: int | None) -> Any:
+    overrides: dict[str, int | float] = {}
+    if settings.loops is not None:
+        overrides["ouro.num_loops"] = int(settings.loops)
+    if settings.exit_threshold is not None:
+        overrides["ouro.early_exit_threshold"] = float(settings.exit_threshold)
+    try:
+        return _metered_llama_class()(
+            str(path), n_ctx=n_ctx, n_threads=n_threads, kv_overrides=overrides or None, verbose=False,
+        )
+    except ValueError as e:
+        raise OuroRuntimeError(f"{path}: llama.cpp cannot load it ({e}); is it an Ouro GGUF, and is the "
+                               f"patched runtime installed (`ouro runtime status`)?") from None
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+class OuroModel:
+    """An Ouro GGUF loaded in llama.cpp. Build it with `runtime.load`."""
+
+    def __init__(self, path: Path, *, n_ctx: int, settings: RuntimeSettings, n_threads: int | None,
+                 seed: int | None) -> None:
+        self.path = path
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._seed = seed
+        self._llm: Any = None
+        self._settings = RuntimeSettings()
+        self._apply_runtime_settings(settings)
+        self.metadata: dict[str, str] = dict(self._llm.metadata)
+        self.chat_template: str | None = self.metadata.get("tokenizer.chat_template")
+        self.thinking = bool(self.chat_template) and ("enable_thinking" in self.chat_template
+                                                     or "<think>" in self.chat_template)
+        self.default_sampling = SamplingParams.from_gguf(self.metadata)
+        self.stats: GenerationStats | None = None
+        self._template: jinja2.Template | None = None
+        self._stop_ids = self._end_of_turn_ids()
+        # (rendered conversation, its exact tokens) after the last chat turn; see _chat_tokens.
+        self._chat_prefix: tuple[str, list[int]] | None = None
+        self._active: TextStream | None = None
+
+    # -- the loop/exit knobs ------------------------------------------------------------------------
+
+    def _apply_runtime_settings(self, settings: RuntimeSettings) -> None:
+        """Make `settings` the ones in effect; on failure the previous ones stay.
+
+        This build only has load-time GGUF overrides for the knobs, so every change reloads the model
+        (the weights are mmapped, so that is quick; the KV cache starts empty). This method is the one
+        place to change once the runtime can set loops and the exit per context.
+        """
+        unavailable = [what for what, on in (("exit mode 'skip'", settings.exit_mode == "skip"),
+                                             ("kv 'share'", settings.kv == "share")) if on]
+        if unavailable:
+            raise OuroRuntimeError(f"{' and '.join(unavailable)} not available in this runtime build "
+                                   f"(use exit mode 'select' and kv 'full')")
+        llm = _open_llama(self.path, settings, self._n_ctx, self._n_threads)
+        if self._llm is not None:
+            self._close_active()
+            self._llm.close()
+        self._llm, self._settings = llm, settings
+
+    def set_loops(self, loops: int | None) -> None:
+        """Run `loops` loops per token (None: the file's ouro.num_loops)."""
+        self._apply_runtime_settings(replace(self._settings, loops=loops))
+
+    def set_exit_threshold(self, threshold: float | None) -> None:
+        """Q-exit threshold q in [0, 1] (1: read the last loop; None: the file's value)."""
+        self._apply_runtime_settings(replace(self._settings, exit_threshold=threshold))
+
+    def set_exit_mode(self, mode: str) -> None:
+        """'select' (run every loop, read out the exit loop) or 'skip' (stop computing at the exit)."""
+        self._apply_runtime_settings(replace(self._settings, exit_mode=mode))
+
+    @property
+    def file_loops(self) -> int:
+        return int(self.metadata.get("ouro.num_loops", 1))  # a file without the key runs one loop
+
+    @property
+    def loops(self) -> int:
+        return self._settings.loops if self._settings.loops is not None else self.file_loops
+
+    @property
+    def exit_threshold(self) -> float:
+        if self._settings.exit_threshold is not None:
+            return self._settings.exit_threshold
+        return float(self.metadata.get("ouro.early_exit_threshold", 1.0))
+
+    @property
+    def exit_mode(self) -> str:
+        return self._settings.exit_mode
+
+    @property
+    def kv(self) -> str:
+        return self._settings.kv
+
+    @property
+    def mean_loops(self) -> float | None:
+        """Loops per token: the configured count when every token reads its last loop. With a threshold
+        below 1 each token exits at its own loop, which this runtime build does not report: None."""
+        return float(self.loops) if self.exit_threshold >= 1.0 else None
+
+    # -- memory -------------------------------------------------------------------------------------
+
+    @property
+    def llama(self) -> Any:
+        """The underlying llama_cpp.Llama (a new object after each setter call)."""
+        return self._llm
+
+    @property
+    def n_ctx(self) -> int:
+        return self._llm.n_ctx()
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return kv_bytes_per_token(self.metadata, self.loops)
+
+    @property
+    def kv_bytes_capacity(self) -> int:
+        """The KV cache llama.cpp allocates for the whole context."""
+        return self.kv_bytes_per_token * self.n_ctx
+
+    @property
+    def kv_bytes_in_use(self) -> int:
+        return self.kv_bytes_per_token * self._llm.n_tokens
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next prompt is evaluated from scratch)."""
+        self._close_active()
+        self._llm.reset()
+        self._chat_prefix = None
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._close_active()
+            self._llm.close()
+            self._llm = None
+
+    def __enter__(self) -> OuroModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- text in, text out --------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Token ids of `text`; special tokens written out (<|im_start|>) become their ids."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def generate(self, prompt: str, stream: bool = False, **sampling: Any) -> Completion | TextStream:
+        """Continue `prompt` as it is (no chat template). Sampling settings: see SamplingParams."""
+        tokens = self.tokenize(prompt, add_bos=self._llm._model.add_bos_token())
+        return self._run(tokens, self.default_sampling.updated(**sampling), stream, opened_thinking=False)
+
+    def chat(self, messages: Sequence[Message], stream: bool = False, *, enable_thinking: bool | None = None,
+             **sampling: Any) -> Completion | TextStream:
+        """The assistant's reply to `messages` ({"role", "content"} dicts) through the GGUF's template.
+
+        enable_thinking is passed to the template (Thinking models: False skips the <think> block;
+        None leaves the template's default).
+        """
+        messages = [dict(m) for m in messages]
+        text = self.render_chat(messages, enable_thinking=enable_thinking)
+        tokens = self._chat_tokens(text)
+
+        def remember(generated: list[int], answer: str) -> None:
+            self._remember_turn(messages, enable_thinking, text, tokens, generated, answer)
+
+        opened = text.rstrip().endswith("<think>")
+        return self._run(tokens, self.default_sampling.updated(**sampling), stream, opened, remember)
+
+    def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+                    enable_thinking: bool | None = None) -> str:
+        """The prompt text the GGUF's chat template makes of `messages`."""
+        if not self.chat_template:
+            raise OuroRuntimeError(f"{self.path} has no chat template (tokenizer.chat_template): use generate()")
+        if self._template is None:
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            env.globals["raise_exception"] = _raise_template_error
+            try:
+                self._template = env.from_string(self.chat_template)
+            except jinja2.TemplateError as e:
+                raise OuroRuntimeError(f"{self.path}: the chat template is not valid Jinja ({e})") from None
+        variables: dict[str, Any] = dict(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                         bos_token=self._token_text(self._llm.token_bos()),
+                                         eos_token=self._token_text(self._llm.token_eos()))
+        if enable_thinking is not None:
+            variables["enable_thinking"] = enable_thinking
+        try:
+            return self._template.render(**variables)
+        except jinja2.TemplateError as e:
+            raise OuroRuntimeError(f"the chat template failed on these messages: {e}") from None
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _token_text(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def _end_of_turn_ids(self) -> frozenset[int]:
+        # llama.cpp's end-of-generation set covers eos/eot from the file and <|im_end|>/<|endoftext|> by
+        # name; adding the file's ids and <|endoftext|> keeps them stop tokens whatever that detection does.
+        ids = {self._llm.token_eos(), self._llm._model.token_eot()}
+        endoftext = self._llm.tokenize(b"<|endoftext|>", add_bos=False, special=True)
+        if len(endoftext) == 1:
+            ids.add(endoftext[0])
+        return frozenset(i for i in ids if i >= 0)
+
+    def _is_end_of_turn(self, token: int) -> bool:
+        return token in self._stop_ids or bool(_llama_cpp().llama_vocab_is_eog(self._llm._model.vocab, token))
+
+    def _chat_tokens(self, text: str) -> list[int]:
+        # A conversation that extends the previous turn's is tokenized as that turn's exact tokens (the
+        # sampled answer included) plus the new text, so the KV cache of the whole previous turn is reused;
+        # re-tokenizing the answer's text could split it differently and lose the cache from there on.
+        if self._chat_prefix is not None:
+            previous_text, previous_tokens = self._chat_prefix
+            if text.startswith(previous_text):
+                return previous_tokens + self.tokenize(text[len(previous_text):])
+        return self.tokenize(text)
+
+    def _remember_turn(self, messages: list[dict], enable_thinking: bool | None, prompt_text: str,
+                       prompt_tokens: list[int], generated: list[int], answer: str) -> None:
+        # The next turn's prompt renders this answer as an assistant message. When that rendering is this
+        # prompt + the answer + a tail (ChatML: "<|im_end|>\n"), the tokens in the KV cache followed by
+        # the tail's tokens are that rendering's tokens.
+        history = self.render_chat([*messages, {"role": "assistant", "content": answer}],
+                                   add_generation_prompt=False, enable_thinking=enable_thinking)
+        head = prompt_text + answer
+        if history.startswith(head):
+            self._chat_prefix = (history, prompt_tokens + generated + self.tokenize(history[len(head):]))
+        else:
+            self._chat_prefix = None
+
+    def _close_active(self) -> None:
+        if self._active is not None and not self._active.finished:
+            self._active.close()
+        self._active = None
+
+    def _run(self, tokens: list[int], params: SamplingParams, stream: bool, opened_thinking: bool,
+             on_finish: Callable[[list[int], str], None] | None = None) -> Completion | TextStream:
+        self._close_active()  # one generation at a time: a new one ends an unfinished stream
+        if not tokens:
+            raise OuroRuntimeError("the prompt is empty")
+        room = self.n_ctx - len(tokens)
+        if room <= 0:
+            raise OuroRuntimeError(f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}: "
+                                   f"use a larger context (n_ctx / --ctx) or a shorter conversation (/clear)")
+        limit = min(params.max_tokens or room, room)
+        result = TextStream(lambda owner: self._pieces(tokens, params, limit, owner, on_finish), opened_thinking)
+        self._active = result
+        if stream:
+            return result
+        for _ in result:
+            pass
+        assert result.completion is not None
+        return result.completion
+
+    def _pieces(self, tokens: list[int], params: SamplingParams, limit: int, result: TextStream,
+                on_finish: Callable[[list[int], str], None] | None) -> Iterator[str]:
+        llm = self._llm
+        seed = params.seed if params.seed is not None else self._seed
+        # set_seed is sticky: reset it even when no seed is given, or one call's seed would stay for good.
+        llm.set_seed(seed if seed is not None else _llama_cpp().LLAMA_DEFAULT_SEED)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        generated: list[int] = []
+        text: list[str] = []
+        finish = "interrupted"
+        llm.evals.clear()
+        steps = llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
+                             temp=params.temperature, repeat_penalty=params.repeat_penalty)
+        try:
+            for token in steps:
+                if self._is_end_of_turn(token):
+                    finish = "stop"
+                    break
+                generated.append(token)
+                # A token may end inside a multi-byte character: the decoder holds the bytes back.
+                piece = decoder.decode(llm.detokenize([token]))
+                if piece:
+                    text.append(piece)
+                    yield piece
+                if len(generated) >= limit:
+                    finish = "length"
+                    break
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                text.append(rest)
+                yield rest
+        finally:
+            steps.close()
+            evals = list(llm.evals)
+            prefill_n, prefill_s = evals[0] if evals else (0, 0.0)
+            decode = evals[1:]
+            stats = GenerationStats(
+                prompt_tokens=len(tokens), prefill_tokens=prefill_n, prefill_seconds=prefill_s,
+                generated_tokens=len(generated), decode_steps=sum(n for n, _ in decode),
+                decode_seconds=sum(s for _, s in decode), mean_loops=self.mean_loops,
+                kv_bytes=self.kv_bytes_in_use, finish_reason=finish,
+            )
+            self.stats = stats
+            answer = "".join(text)
+            result.completion = Completion(answer, generated, stats, result.opened_thinking)
+            if on_finish is not None:
+                on_finish(generated, answer)
+
+
+def _raise_template_error(message: str) -> None:
+    raise OuroRuntimeError(f"the chat template refused these messages: {message}")
+
+
+# ----------------------------------------------------------------------------------------------- load
+
+def load(path: str | os.PathLike[str], n_ctx: int = 2048, loops: int | None = None,
+         exit_threshold: float | None = None, exit_mode: str = "select", kv: str = "full",
+         n_threads: int | None = None, seed: int | None = None) -> OuroModel:
+    """Load an Ouro GGUF.
+
+    n_ctx: context length in tokens; the KV cache for all of it is allocated up front
+        (model.kv_bytes_capacity). Never 0: llama.cpp would take the 64K training context.
+    loops, exit_threshold: override the file's ouro.num_loops / ouro.early_exit_threshold.
+    exit_mode: "select" (every loop runs, the exit loop is read out) or "skip"; kv: "full" or "share".
+    n_threads: CPU threads (llama-cpp-python's default when None). seed: sampling seed (random when None).
+    """
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+        raise OuroRuntimeError(f"n_ctx must be a positive number of tokens, got {n_ctx!r}")
+    if n_threads is not None and n_threads < 1:
+        raise OuroRuntimeError(f"n_threads must be >= 1, got {n_threads!r}")
+    if seed is not None and seed < 0:
+        raise OuroRuntimeError(f"seed must be >= 0, got {seed!r}")
+    settings = RuntimeSettings(loops=loops, exit_threshold=exit_threshold, exit_mode=exit_mode, kv=kv)
+    file = Path(path).expanduser()
+    _check_gguf(file)
+    return OuroModel(file, n_ctx=n_ctx, settings=settings, n_threads=n_threads, seed=seed)
