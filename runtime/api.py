@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runtime.errors import OuroRuntimeError
@@ -35,6 +36,8 @@ from runtime.sampling import SamplingParams
 EXIT_MODES = ("select", "skip")
 KV_MODES = ("full", "share")
 GGUF_MAGIC = b"GGUF"
+# Thinking templates open the block after the assistant header; the model writes the rest and "</think>".
+THINK_OPEN = "<think>\n"
 Message = Mapping[str, str]
 
 
@@ -94,6 +97,12 @@ class Completion:
     tokens: list[int]
     stats: GenerationStats
     opened_thinking: bool = False  # the prompt opened a <think> block: the text starts inside it
+
+    @property
+    def message(self) -> dict[str, str]:
+        """The reply as the assistant message to append to the conversation (so the next turn reuses
+        this turn's KV cache): the text, after the <think> opening the template wrote for it."""
+        return {"role": "assistant", "content": (THINK_OPEN if self.opened_thinking else "") + self.text}
 
 
 class TextStream:
@@ -328,10 +337,10 @@ class OuroModel:
         text = self.render_chat(messages, enable_thinking=enable_thinking)
         tokens = self._chat_tokens(text)
 
-        def remember(generated: list[int], answer: str) -> None:
-            self._remember_turn(messages, enable_thinking, text, tokens, generated, answer)
+        def remember(completion: Completion) -> None:
+            self._remember_turn(messages, enable_thinking, text, tokens, completion)
 
-        opened = text.rstrip().endswith("<think>")
+        opened = text.endswith(THINK_OPEN)
         return self._run(tokens, self.default_sampling.updated(**sampling), stream, opened, remember)
 
     def render_chat(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
@@ -362,16 +371,24 @@ class OuroModel:
         return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
     def _end_of_turn_ids(self) -> frozenset[int]:
-        # llama.cpp's end-of-generation set covers eos/eot from the file and <|im_end|>/<|endoftext|> by
-        # name; adding the file's ids and <|endoftext|> keeps them stop tokens whatever that detection does.
-        ids = {self._llm.token_eos(), self._llm._model.token_eot()}
+        # llama.cpp's end-of-generation set: eos/eot from the file and <|im_end|>/<|endoftext|> found by
+        # name; the file's ids and <|endoftext|> are added so they stop whatever that detection does.
+        vocab = self._llm._model.vocab
+        ids = {t for t in range(self._llm.n_vocab()) if _llama_cpp().llama_vocab_is_eog(vocab, t)}
+        ids |= {self._llm.token_eos(), self._llm._model.token_eot()}
         endoftext = self._llm.tokenize(b"<|endoftext|>", add_bos=False, special=True)
         if len(endoftext) == 1:
             ids.add(endoftext[0])
         return frozenset(i for i in ids if i >= 0)
 
-    def _is_end_of_turn(self, token: int) -> bool:
-        return token in self._stop_ids or bool(_llama_cpp().llama_vocab_is_eog(self._llm._model.vocab, token))
+    def _forbid_end_of_turn(self) -> Any:
+        stop = np.fromiter(self._stop_ids, dtype=np.int64)
+
+        def mask(_input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+            logits[stop] = -np.inf
+            return logits
+
+        return _llama_cpp().LogitsProcessorList([mask])
 
     def _chat_tokens(self, text: str) -> list[int]:
         # A conversation that extends the previous turn's is tokenized as that turn's exact tokens (the
@@ -384,15 +401,15 @@ class OuroModel:
         return self.tokenize(text)
 
     def _remember_turn(self, messages: list[dict], enable_thinking: bool | None, prompt_text: str,
-                       prompt_tokens: list[int], generated: list[int], answer: str) -> None:
-        # The next turn's prompt renders this answer as an assistant message. When that rendering is this
-        # prompt + the answer + a tail (ChatML: "<|im_end|>\n"), the tokens in the KV cache followed by
+                       prompt_tokens: list[int], completion: Completion) -> None:
+        # The next turn's prompt renders this reply as an assistant message. When that rendering is this
+        # prompt + the reply + a tail (ChatML: "<|im_end|>\n"), the tokens in the KV cache followed by
         # the tail's tokens are that rendering's tokens.
-        history = self.render_chat([*messages, {"role": "assistant", "content": answer}],
-                                   add_generation_prompt=False, enable_thinking=enable_thinking)
-        head = prompt_text + answer
+        history = self.render_chat([*messages, completion.message], add_generation_prompt=False,
+                                   enable_thinking=enable_thinking)
+        head = prompt_text + completion.text
         if history.startswith(head):
-            self._chat_prefix = (history, prompt_tokens + generated + self.tokenize(history[len(head):]))
+            self._chat_prefix = (history, prompt_tokens + completion.tokens + self.tokenize(history[len(head):]))
         else:
             self._chat_prefix = None
 
@@ -402,7 +419,7 @@ class OuroModel:
         self._active = None
 
     def _run(self, tokens: list[int], params: SamplingParams, stream: bool, opened_thinking: bool,
-             on_finish: Callable[[list[int], str], None] | None = None) -> Completion | TextStream:
+             on_finish: Callable[[Completion], None] | None = None) -> Completion | TextStream:
         self._close_active()  # one generation at a time: a new one ends an unfinished stream
         if not tokens:
             raise OuroRuntimeError("the prompt is empty")
@@ -421,7 +438,7 @@ class OuroModel:
         return result.completion
 
     def _pieces(self, tokens: list[int], params: SamplingParams, limit: int, result: TextStream,
-                on_finish: Callable[[list[int], str], None] | None) -> Iterator[str]:
+                on_finish: Callable[[Completion], None] | None) -> Iterator[str]:
         llm = self._llm
         seed = params.seed if params.seed is not None else self._seed
         # set_seed is sticky: reset it even when no seed is given, or one call's seed would stay for good.
@@ -432,10 +449,11 @@ class OuroModel:
         finish = "interrupted"
         llm.evals.clear()
         steps = llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
-                             temp=params.temperature, repeat_penalty=params.repeat_penalty)
+                             temp=params.temperature, repeat_penalty=params.repeat_penalty,
+                             logits_processor=self._forbid_end_of_turn() if params.ignore_eos else None)
         try:
             for token in steps:
-                if self._is_end_of_turn(token):
+                if token in self._stop_ids:
                     finish = "stop"
                     break
                 generated.append(token)
@@ -463,10 +481,9 @@ class OuroModel:
                 kv_bytes=self.kv_bytes_in_use, finish_reason=finish,
             )
             self.stats = stats
-            answer = "".join(text)
-            result.completion = Completion(answer, generated, stats, result.opened_thinking)
+            result.completion = Completion("".join(text), generated, stats, result.opened_thinking)
             if on_finish is not None:
-                on_finish(generated, answer)
+                on_finish(result.completion)
 
 
 def _raise_template_error(message: str) -> None:

@@ -32,6 +32,7 @@ class SamplingParams:
     repeat_penalty: float = 1.0     # 1 = off
     seed: int | None = None         # None = the seed given to load() (random unless set)
     max_tokens: int | None = None   # None = until the end of the turn or the context is full
+    ignore_eos: bool = False        # never sample an end-of-turn token (fixed-length runs: benchmarks, tests)
 
     def __post_init__(self) -> None:
         checks = [
