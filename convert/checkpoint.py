@@ -48,11 +48,18 @@ def locate(src: str | os.PathLike[str]) -> tuple[Path, str]:
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a directory (SRC is a checkpoint directory or a repo id)")
-        return path, path.resolve().name
+        return path, _dir_model_name(path.resolve())
     text = str(src)
     if _REPO_ID.match(text):
         return _from_hf_cache(text), text.split("/")[1]
     raise CheckpointError(f"checkpoint directory not found: {path}")
+
+
+def _dir_model_name(path: Path) -> str:
+    """The directory's name, or the repo's name for a snapshot directory inside the HF cache."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.name
 
 
 def _from_hf_cache(repo_id: str) -> Path:

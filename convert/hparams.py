@@ -35,8 +35,9 @@ class OuroHParams:
         if model_type != "ouro":
             raise CheckpointError(f"{source}: model_type is {model_type!r}, expected 'ouro'")
 
+        # An explicit null means "the default" in HF configs (e.g. num_key_value_heads: null).
         def need_int(key: str, default: int | None = None) -> int:
-            val = cfg.get(key, default)
+            val = default if cfg.get(key) is None else cfg[key]
             if val is None:
                 raise CheckpointError(f"{source}: missing required field {key!r}")
             if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
@@ -44,7 +45,7 @@ class OuroHParams:
             return val
 
         def need_float(key: str, default: float | None = None) -> float:
-            val = cfg.get(key, default)
+            val = default if cfg.get(key) is None else cfg[key]
             if val is None:
                 raise CheckpointError(f"{source}: missing required field {key!r}")
             if isinstance(val, bool) or not isinstance(val, (int, float)):

@@ -91,6 +91,14 @@ def test_config_missing_loop_count(ckpt, outdir):
     assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "missing required field 'total_ut_steps'", outdir=outdir)
 
 
+def test_null_kv_heads_means_plain_mha(ckpt, outdir):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["num_key_value_heads"] = None
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    result = run(ckpt, "-o", outdir / "x.gguf", "-t", "f16")
+    assert result.exit_code == 0, result.output
+
+
 def test_missing_tensor(ckpt, outdir):
     rewrite_safetensors(ckpt / "model.safetensors", lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
     assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "missing tensors: model.layers.1.mlp.up_proj.weight",

@@ -125,6 +125,8 @@ def test_repo_id_found_through_hf_home(pristine, tmp_path, monkeypatch):
     repo = cache_repo(tmp_path / "hf" / "hub", "ByteDance/Ouro-1.4B", pristine, ["aaa", "bbb"], main="aaa")
     monkeypatch.chdir(tmp_path)
     assert locate("ByteDance/Ouro-1.4B") == (repo / "snapshots" / "aaa", "Ouro-1.4B")
+    # A snapshot directory given as a path is named after its repo, not its revision hash.
+    assert locate(repo / "snapshots" / "bbb") == (repo / "snapshots" / "bbb", "Ouro-1.4B")
     out = convert_checkpoint("ByteDance/Ouro-1.4B", qtype="f16", console=Console(file=io.StringIO()))
     assert out == tmp_path / "Ouro-1.4B-f16.gguf" and out.is_file()
 
