@@ -180,7 +180,10 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: in
         overrides["ouro.early_exit_threshold"] = float(settings.exit_threshold)
     try:
         return _metered_llama_class()(
-            str(path), n_ctx=n_ctx, n_threads=n_threads, kv_overrides=overrides or None, verbose=False,
+            # One thread count for decode and prompt batches: llama-cpp-python would otherwise use every
+            # core for batches, which on a busy machine stalls its spinning thread barriers for seconds.
+            str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+            kv_overrides=overrides or None, verbose=False,
         )
     except ValueError as e:
         raise OuroRuntimeError(f"{path}: llama.cpp cannot load it ({e}); is it an Ouro GGUF, and is the "
@@ -501,7 +504,7 @@ def load(path: str | os.PathLike[str], n_ctx: int = 2048, loops: int | None = No
         (model.kv_bytes_capacity). Never 0: llama.cpp would take the 64K training context.
     loops, exit_threshold: override the file's ouro.num_loops / ouro.early_exit_threshold.
     exit_mode: "select" (every loop runs, the exit loop is read out) or "skip"; kv: "full" or "share".
-    n_threads: CPU threads (llama-cpp-python's default when None). seed: sampling seed (random when None).
+    n_threads: CPU threads for decode and prompt (llama-cpp-python's defaults when None). seed: sampling seed (random when None).
     """
     if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
         raise OuroRuntimeError(f"n_ctx must be a positive number of tokens, got {n_ctx!r}")

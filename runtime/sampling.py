@@ -36,17 +36,17 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         checks = [
-            (math.isfinite(self.temperature) and self.temperature >= 0, "temperature must be >= 0"),
-            (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
-            (self.top_k >= 0, "top_k must be >= 0"),
-            (0.0 <= self.min_p <= 1.0, "min_p must be in [0, 1]"),
-            (math.isfinite(self.repeat_penalty) and self.repeat_penalty > 0, "repeat_penalty must be > 0"),
-            (self.seed is None or self.seed >= 0, "seed must be >= 0"),
-            (self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be >= 1"),
+            ("temperature", math.isfinite(self.temperature) and self.temperature >= 0, ">= 0"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "in (0, 1]"),
+            ("top_k", self.top_k >= 0, ">= 0"),
+            ("min_p", 0.0 <= self.min_p <= 1.0, "in [0, 1]"),
+            ("repeat_penalty", math.isfinite(self.repeat_penalty) and self.repeat_penalty > 0, "> 0"),
+            ("seed", self.seed is None or self.seed >= 0, ">= 0"),
+            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, ">= 1"),
         ]
-        for ok, message in checks:
+        for name, ok, expected in checks:
             if not ok:
-                raise OuroRuntimeError(f"{message} (got {self})")
+                raise OuroRuntimeError(f"{name} must be {expected}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_gguf(cls, metadata: Mapping[str, str]) -> SamplingParams:
