@@ -35,9 +35,30 @@ WEIGHT_TYPES = frozenset({
 })
 NORM_TYPE = Q.F32  # the norms feed ggml_mul with the F32 activations: they must be F32
 
+# Every ouro.* key llama.cpp or our runtime reads. Any other ouro.* key is refused: llama.cpp reads many
+# optional generic keys (rope scaling, experts, pooling, ...) that would silently change an Ouro model.
+OURO_KEYS = frozenset(f"{ARCH}.{k}" for k in (
+    "context_length", "embedding_length", "block_count", "feed_forward_length", "vocab_size", "num_loops",
+    "skip_loop_final_norm", "attention.head_count", "attention.head_count_kv", "attention.key_length",
+    "attention.value_length", "attention.layer_norm_rms_epsilon", "rope.dimension_count", "rope.freq_base",
+    "exit_gate.weight", "exit_gate.bias", "early_exit_threshold", "exit_at_step", "kv_share",
+))
+# Keys outside ouro.* that llama.cpp reads with a fixed type when present (a wrong type makes it refuse).
+_SPECIAL_TOKEN_KEYS = {
+    "bos": "bos", "eos": "eos", "eot": "eot", "eom": "eom", "unk": "unknown", "sep": "seperator",
+    "pad": "padding", "cls": "cls", "mask": "mask", "fim_pre": "fim_pre", "fim_suf": "fim_suf",
+    "fim_mid": "fim_mid", "fim_pad": "fim_pad", "fim_rep": "fim_rep", "fim_sep": "fim_sep",
+    "prefix": "prefix", "suffix": "suffix", "middle": "middle",
+}  # our name -> llama.cpp's tokenizer.ggml.<name>_token_id (sic "seperator")
+_UINT32_KEYS = ("general.file_type", "general.quantization_version", "tokenizer.ggml.token_type_count")
+_BOOL_KEYS = tuple(f"tokenizer.ggml.{k}" for k in (
+    "add_bos_token", "add_eos_token", "add_sep_token", "add_space_prefix", "remove_extra_whitespaces",
+    "normalizer.lowercase", "normalizer.strip_accents",
+))
+PRE_TOKENIZER = "smollm"  # SmolLM2's splitting (spec §5); llama.cpp refuses names it does not know
+
 _INT_TYPES = (ValueType.UINT8, ValueType.INT8, ValueType.UINT16, ValueType.INT16, ValueType.UINT32,
               ValueType.INT32, ValueType.UINT64, ValueType.INT64)
-_SPECIAL_TOKEN_KEYS = ("bos", "eos", "eot", "eom", "unk", "sep", "pad", "mask")
 
 
 class GGUFValidationError(ValueError):
@@ -216,6 +237,13 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         raise GGUFValidationError(
             f"architecture is {arch!r}; this runtime runs Ouro models only (general.architecture = 'ouro')"
         )
+    unknown = sorted(k for k in meta.fields if k.startswith(f"{ARCH}.") and k not in OURO_KEYS)
+    if unknown:
+        raise GGUFValidationError(f"unknown Ouro metadata {', '.join(unknown[:3])} (this runtime would ignore or misread it)")
+    for key in _UINT32_KEYS:
+        meta.uint(key, required=False)
+    for key in _BOOL_KEYS:
+        meta.boolean(key, False)
     hp = _hparams(meta)
     gate = meta.array(f"{ARCH}.exit_gate.weight", (ValueType.FLOAT32,), required=False)
     gate_bias = None
@@ -251,10 +279,12 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
     if chat_template is not None:
         _check_chat_template(chat_template)
 
-    ids = {k: meta.uint(f"tokenizer.ggml.{k}_token_id", required=False) for k in _SPECIAL_TOKEN_KEYS}
-    for k, tid in ids.items():
+    ids = {}
+    for ours, theirs in _SPECIAL_TOKEN_KEYS.items():
+        key = f"tokenizer.ggml.{theirs}_token_id"
+        ids[ours] = tid = meta.uint(key, required=False)
         if tid is not None and tid >= vocab:
-            raise GGUFValidationError(f"tokenizer.ggml.{k}_token_id = {tid} is outside the {vocab}-token vocabulary")
+            raise GGUFValidationError(f"{key} = {tid} is outside the {vocab}-token vocabulary")
     n_gate = 0 if gate is None else hp.hidden + 1
     return GGUFSummary(
         path=header.path, file_size=header.file_size, version=header.version, arch=arch,
@@ -366,7 +396,9 @@ def _check_tokenizer(meta: _Meta) -> list[str]:
     model = meta.string("tokenizer.ggml.model")
     if model != "gpt2":
         raise GGUFValidationError(f"tokenizer.ggml.model is {model!r}; Ouro uses SmolLM's byte-level BPE ('gpt2')")
-    meta.string("tokenizer.ggml.pre", required=False)
+    pre = meta.string("tokenizer.ggml.pre", required=False)
+    if pre is not None and pre != PRE_TOKENIZER:
+        raise GGUFValidationError(f"tokenizer.ggml.pre is {pre!r}; Ouro's tokenizer is SmolLM2's ({PRE_TOKENIZER!r})")
     tokens = meta.array("tokenizer.ggml.tokens", (ValueType.STRING,))
     if not tokens:
         raise GGUFValidationError("tokenizer.ggml.tokens is empty")
@@ -384,8 +416,6 @@ def _check_tokenizer(meta: _Meta) -> list[str]:
             raise GGUFValidationError(f"tokenizer.ggml.{key} has {len(arr)} entries for {n} tokens")
     if meta.array("tokenizer.ggml.merges", (ValueType.STRING,)) is None:
         raise GGUFValidationError("tokenizer.ggml.merges is missing")
-    for key in ("add_bos_token", "add_eos_token"):
-        meta.boolean(f"tokenizer.ggml.{key}", False)
     return tokens
 
 
