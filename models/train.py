@@ -1,0 +1,296 @@
+"""Train the embedded Ouro model: `python -m models.train [OUTDIR]`.
+
+The model is runtime.reference.Ouro itself at small dimensions. Training follows the Ouro paper:
+
+- stage 1, everything: the expected cross-entropy over the exit distribution plus an entropy bonus,
+  L = Σ_t p_t · CE_t − β · H(p), so every loop is trained to answer and the gate learns where to stop;
+- stage 2, the exit gate alone: for each token and loop t, the gate is taught "continue" when loop
+  t + 1 lowers that token's loss by more than a margin and "exit" otherwise (the paper's adaptive exit
+  training, with the same soft target σ(k · (improvement − margin))).
+
+Losses count only the assistant's answer tokens (and its closing <|im_end|>). Everything is seeded and
+runs in a fixed number of steps on 2 threads, so the same command gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+
+from models.data import Problem, make_problem, render_prompt, training_stream, TRAIN_MIX
+from models.tokenizer import IM_END, build_tokenizer, write_tokenizer_files
+from runtime.reference import Ouro, OuroConfig, exit_probs
+
+MODEL_NAME = "ouro-tiny-arith"
+DEFAULT_OUTDIR = Path(__file__).resolve().parent / MODEL_NAME
+PAD_ID = 0  # <|endoftext|>; padded positions are never in the loss
+
+console = Console()
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    vocab_size: int = 1024
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    loops: int = 4
+    batch_size: int = 64
+    stage1_steps: int = 6000
+    stage2_steps: int = 400
+    lr: float = 1.5e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    entropy_beta: float = 0.05  # β of stage 1
+    gate_lr: float = 1e-2
+    gate_margin: float = 0.005  # γ of stage 2: an improvement below this is not worth a loop
+    gate_sharpness: float = 50.0  # k of stage 2
+    tokenizer_corpus: int = 20000  # conversations the BPE is learned from
+    dtype: str = "bf16"
+
+    def model_config(self) -> dict:
+        """The HF config.json of the trained model, shaped like the published Ouro configs."""
+        head_dim = self.hidden_size // self.num_attention_heads
+        return {
+            "architectures": ["OuroForCausalLM"],
+            "model_type": "ouro",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_attention_heads,
+            "head_dim": head_dim,
+            "hidden_act": "silu",
+            "rope_theta": 10000.0,
+            "rope_scaling": None,
+            "rms_norm_eps": 1e-6,
+            "max_position_embeddings": 2048,
+            "total_ut_steps": self.loops,
+            "early_exit_threshold": 1.0,
+            "tie_word_embeddings": False,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "use_cache": True,
+            "torch_dtype": {"bf16": "bfloat16", "f32": "float32"}[self.dtype],
+        }
+
+
+def encode(tokenizer: Tokenizer, problem: Problem) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + answer + <|im_end|>, and the 0/1 mask of the tokens the loss scores."""
+    prompt = tokenizer.encode(render_prompt(problem.question)).ids
+    answer = tokenizer.encode(problem.answer).ids + [tokenizer.token_to_id(IM_END)]
+    return prompt + answer, [0] * len(prompt) + [1] * len(answer)
+
+
+def collate(pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (inputs, targets, loss mask), shifted for next-token prediction."""
+    width = max(len(ids) for ids, _ in pairs)
+    ids = torch.full((len(pairs), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(pairs), width), dtype=torch.bool)
+    for i, (seq, m) in enumerate(pairs):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(m)] = torch.tensor(m, dtype=torch.bool)
+    return ids[:, :-1], ids[:, 1:], mask[:, 1:]
+
+
+def per_loop_ce(model: Ouro, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
+    """(CE [T, N] of every scored token at every loop, gate logits [T, N], argmax-correct [T, N])."""
+    out = model(inputs)
+    hidden = out.hidden[:, mask]  # [T, N, D]: only the scored positions reach the vocabulary
+    logits = model.logits(hidden)
+    T, N, V = logits.shape
+    tgt = targets[mask]
+    ce = F.cross_entropy(logits.reshape(T * N, V), tgt.repeat(T), reduction="none").view(T, N)
+    correct = logits.argmax(-1) == tgt
+    return ce, out.gate_logits[:, mask], correct
+
+
+def stage1_loss(ce: torch.Tensor, gate_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Σ_t p_t · CE_t − β · H(p), averaged over tokens."""
+    p = exit_probs(gate_logits)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(0)
+    return ((p * ce).sum(0) - beta * entropy).mean()
+
+
+def stage2_loss(ce: torch.Tensor, gate_logits: torch.Tensor, margin: float, sharpness: float) -> torch.Tensor:
+    """BCE of each loop's exit probability λ_t against "continue iff loop t+1 helps" (t < T−1)."""
+    improvement = (ce[:-1] - ce[1:]).clamp_min(0)
+    continue_target = torch.sigmoid(sharpness * (improvement - margin))
+    return F.binary_cross_entropy_with_logits(gate_logits[:-1], 1 - continue_target)
+
+
+def sequence_accuracy(correct: torch.Tensor, mask: torch.Tensor, per_sequence: bool = False) -> torch.Tensor:
+    """Per loop, the share of sequences whose every scored token is the argmax: greedy exact match."""
+    T = correct.shape[0]
+    rows = mask.nonzero()[:, 0]  # the sequence of each scored token
+    wrong = torch.zeros(T, mask.shape[0])
+    wrong.index_add_(1, rows, (~correct).float())
+    return (wrong == 0) if per_sequence else (wrong == 0).float().mean(1)
+
+
+def init_weights(model: Ouro) -> None:
+    """GPT-style small normal init; norms at 1 and the gate at 0 (uniform-ish exit distribution)."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            torch.nn.init.normal_(p, std=0.02)
+        elif "early_exit_gate" in name:
+            torch.nn.init.zeros_(p)
+    torch.nn.init.zeros_(model.model.early_exit_gate.weight)
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.stage1_steps - recipe.warmup_steps)
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def tokenizer_texts(recipe: Recipe) -> list[str]:
+    rng = random.Random(recipe.seed + 1)
+    tasks = list(TRAIN_MIX)
+    texts = []
+    for i in range(recipe.tokenizer_corpus):
+        p = make_problem(rng, tasks[i % len(tasks)])
+        texts.append(render_prompt(p.question) + p.answer + IM_END + "\n")
+    return texts
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
+
+
+def held_out_batch(tokenizer: Tokenizer, n: int):
+    from models.data import held_out_problems
+    probs = held_out_problems(n)
+    return collate([encode(tokenizer, p) for p in probs]), [p.task for p in probs]
+
+
+@torch.no_grad()
+def quick_eval(model: Ouro, probe) -> str:
+    batch, tasks = probe
+    model.eval()
+    _, _, correct = per_loop_ce(model, *batch)
+    acc = sequence_accuracy(correct, batch[2], per_sequence=True)
+    model.train()
+    parts = []
+    for name in sorted(set(tasks)):
+        idx = torch.tensor([i for i, t in enumerate(tasks) if t == name])
+        parts.append(name + " " + "/".join(f"{a:.2f}" for a in acc[:, idx].float().mean(1).tolist()))
+    return "acc/loop " + "/".join(f"{a:.2f}" for a in acc.float().mean(1).tolist()) + " | " + " ".join(parts)
+
+
+def train(recipe: Recipe) -> tuple[Ouro, Tokenizer]:
+    torch.manual_seed(recipe.seed)
+    tokenizer = build_tokenizer(tokenizer_texts(recipe), recipe.vocab_size)
+    model = Ouro(OuroConfig.from_dict(recipe.model_config()))
+    init_weights(model)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"{MODEL_NAME}: {n_params / 1e6:.2f}M parameters, recipe {asdict(recipe)}")
+
+    stream = training_stream(TRAIN_MIX_SEED + recipe.seed)
+    probe = held_out_batch(tokenizer, 250)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
+    start = time.time()
+    with progress_bar() as bar:
+        task = bar.add_task("stage 1", total=recipe.stage1_steps, info="")
+        running = None
+        for step in range(recipe.stage1_steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, recipe)
+            batch = collate([encode(tokenizer, next(stream)) for _ in range(recipe.batch_size)])
+            ce, gates, _ = per_loop_ce(model, *batch)
+            loss = stage1_loss(ce, gates, recipe.entropy_beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            per_loop = ce.detach().mean(1)
+            running = per_loop if running is None else 0.98 * running + 0.02 * per_loop
+            info = "CE/loop " + " ".join(f"{c:.3f}" for c in running.tolist())
+            if (step + 1) % 200 == 0 or step + 1 == recipe.stage1_steps:
+                info_eval = quick_eval(model, probe)
+                console.print(f"step {step + 1} {time.time() - start:.0f}s {info} {info_eval}")
+            bar.update(task, advance=1, info=info)
+
+        for p in model.parameters():
+            p.requires_grad_(False)
+        gate = model.model.early_exit_gate
+        for p in gate.parameters():
+            p.requires_grad_(True)
+        gate_opt = torch.optim.Adam(gate.parameters(), lr=recipe.gate_lr)
+        task = bar.add_task("stage 2 (gate)", total=recipe.stage2_steps, info="")
+        for step in range(recipe.stage2_steps):
+            batch = collate([encode(tokenizer, next(stream)) for _ in range(recipe.batch_size)])
+            ce, gates, _ = per_loop_ce(model, *batch)
+            loss = stage2_loss(ce.detach(), gates, recipe.gate_margin, recipe.gate_sharpness)
+            gate_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gate_opt.step()
+            bar.update(task, advance=1, info=f"gate BCE {loss.item():.4f}")
+    console.print(f"trained in {time.time() - start:.0f}s; {quick_eval(model, probe)}")
+    return model.eval(), tokenizer
+
+
+TRAIN_MIX_SEED = 1234
+
+
+def write_checkpoint(model: Ouro, tokenizer: Tokenizer, recipe: Recipe, outdir: Path) -> None:
+    """HF layout: config.json, model.safetensors, tokenizer files, generation_config.json, recipe.json."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[recipe.dtype]
+    # Norm weights and the gate are 1-D and small; the published checkpoints keep every tensor in BF16.
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".model.", suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp)
+    os.replace(tmp, outdir / "model.safetensors")
+    _write_json(outdir / "config.json", recipe.model_config())
+    # A chat turn ends with <|im_end|> (2); 0 stays a stop id like in the published configs.
+    _write_json(outdir / "generation_config.json",
+                {"bos_token_id": 0, "eos_token_id": [2, 0], "pad_token_id": 0, "do_sample": False})
+    _write_json(outdir / "recipe.json", asdict(recipe))
+    write_tokenizer_files(tokenizer, outdir, thinking=False)
+
+
+def _write_json(path: Path, data: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(outdir: Path = typer.Argument(DEFAULT_OUTDIR, help="checkpoint directory to write"),
+         stage1_steps: int = typer.Option(Recipe.stage1_steps), stage2_steps: int = typer.Option(Recipe.stage2_steps),
+         seed: int = typer.Option(Recipe.seed)) -> None:
+    torch.set_num_threads(2)
+    recipe = Recipe(seed=seed, stage1_steps=stage1_steps, stage2_steps=stage2_steps)
+    model, tokenizer = train(recipe)
+    write_checkpoint(model, tokenizer, recipe, outdir)
+    console.print(f"wrote {outdir}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
