@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
+from runtime.errors import OuroRuntimeError
 from runtime.gguf_header import Field, GGUFFormatError, GGUFHeader, TensorInfo, ValueType, read_header
+from runtime.kv import kv_bytes_per_token
 
 ARCH = "ouro"
 MAX_LOOPS = 16  # the patched runtime's OURO_MAX_LOOPS
 MAX_LOGICAL_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: loops x physical layers
-KV_CACHE_ELEMENT_BYTES = 2  # llama.cpp's default F16 KV cache
 
 # Weight types llama.cpp's CPU backend can multiply with. Q8_1/Q8_K are activation formats and the
 # integer/F64 types are not weights: a matmul on them aborts instead of failing cleanly.
@@ -61,8 +62,10 @@ _INT_TYPES = (ValueType.UINT8, ValueType.INT8, ValueType.UINT16, ValueType.INT16
               ValueType.INT32, ValueType.UINT64, ValueType.INT64)
 
 
-class GGUFValidationError(ValueError):
-    """The file cannot be run as an Ouro model; the message names the file and the problem."""
+class GGUFValidationError(OuroRuntimeError, ValueError):
+    """The file cannot be run as an Ouro model; the message names the file and the problem.
+
+    An OuroRuntimeError, so every CLI command and API caller that reports those reports this too."""
 
 
 @dataclass(frozen=True)
@@ -107,21 +110,9 @@ class GGUFSummary:
     eot_token_id: int | None
     eos_token: str | None
     eot_token: str | None
+    kv_bytes_per_token_full: int  # F16 K+V of one token with every (loop, layer) slot kept
+    kv_bytes_per_token_share: int  # the same with one loop's slots (KV shared across loops)
     sampling: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def kv_bytes_per_token_full(self) -> int:
-        """F16 K+V bytes one token costs with every (loop, layer) slot kept (the reference behaviour)."""
-        return self.loops * self.layers * self._slot_bytes
-
-    @property
-    def kv_bytes_per_token_share(self) -> int:
-        """F16 K+V bytes one generated token costs when loops share KV (only one loop's K/V kept)."""
-        return self.layers * self._slot_bytes
-
-    @property
-    def _slot_bytes(self) -> int:
-        return 2 * self.heads_kv * self.head_dim * KV_CACHE_ELEMENT_BYTES
 
     def kv_bytes(self, n_ctx: int, kv: str = "full") -> int:
         """KV cache bytes for a context of n_ctx tokens (share: bound for a context of generated tokens)."""
@@ -299,6 +290,8 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         bos_token_id=ids["bos"], eos_token_id=ids["eos"], eot_token_id=ids["eot"],
         eos_token=None if ids["eos"] is None else tokens[ids["eos"]],
         eot_token=None if ids["eot"] is None else tokens[ids["eot"]],
+        kv_bytes_per_token_full=kv_bytes_per_token(_scalars(meta), hp.loops),
+        kv_bytes_per_token_share=kv_bytes_per_token(_scalars(meta), 1),
         sampling=_sampling(meta),
     )
 
@@ -439,6 +432,10 @@ def _type_sizes(tensors: list[TensorInfo]) -> tuple[TensorTypeSize, ...]:
         entry[0] += 1
         entry[1] += t.nbytes
     return tuple(sorted((TensorTypeSize(k, c, b) for k, (c, b) in acc.items()), key=lambda s: -s.nbytes))
+
+
+def _scalars(meta: _Meta) -> dict[str, object]:
+    return {k: f.value for k, f in meta.fields.items() if f.type not in (ValueType.ARRAY, ValueType.STRING)}
 
 
 def _sampling(meta: _Meta) -> dict[str, float]:
