@@ -211,7 +211,7 @@ class OuroModel:
         self.default_sampling = SamplingParams.from_gguf(self.metadata)
         self.stats: GenerationStats | None = None
         self._template: jinja2.Template | None = None
-        self._stop_ids = self._end_of_turn_ids()
+        self.end_of_turn_tokens = self._end_of_turn_ids()  # sampling one ends the reply
         # (rendered conversation, its exact tokens) after the last chat turn; see _chat_tokens.
         self._chat_prefix: tuple[str, list[int]] | None = None
         self._active: TextStream | None = None
@@ -285,7 +285,8 @@ class OuroModel:
 
     @property
     def n_ctx(self) -> int:
-        return self._llm.n_ctx()
+        """Tokens the context holds: the n_ctx asked for (llama.cpp may allocate more, see below)."""
+        return min(self._n_ctx, self._llm.n_ctx())
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -293,8 +294,8 @@ class OuroModel:
 
     @property
     def kv_bytes_capacity(self) -> int:
-        """The KV cache llama.cpp allocates for the whole context."""
-        return self.kv_bytes_per_token * self.n_ctx
+        """The KV cache llama.cpp allocates up front (its context is padded to a multiple of 256 tokens)."""
+        return self.kv_bytes_per_token * self._llm.n_ctx()
 
     @property
     def kv_bytes_in_use(self) -> int:
@@ -385,7 +386,7 @@ class OuroModel:
         return frozenset(i for i in ids if i >= 0)
 
     def _forbid_end_of_turn(self) -> Any:
-        stop = np.fromiter(self._stop_ids, dtype=np.int64)
+        stop = np.fromiter(self.end_of_turn_tokens, dtype=np.int64)
 
         def mask(_input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
             logits[stop] = -np.inf
@@ -456,7 +457,7 @@ class OuroModel:
                              logits_processor=self._forbid_end_of_turn() if params.ignore_eos else None)
         try:
             for token in steps:
-                if token in self._stop_ids:
+                if token in self.end_of_turn_tokens:
                     finish = "stop"
                     break
                 generated.append(token)
