@@ -12,6 +12,7 @@ app = typer.Typer(
 import ouro_cli.convert_cmd  # noqa: E402,F401  (registers `ouro convert`)
 import ouro_cli.chat  # noqa: E402,F401  (registers `ouro chat`)
 import ouro_cli.generate  # noqa: E402,F401  (registers `ouro generate`)
+import ouro_cli.info  # noqa: E402,F401  (registers `ouro info`)
 
 from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
 app.add_typer(runtime_app, name="runtime")
