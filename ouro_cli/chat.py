@@ -149,11 +149,15 @@ class ChatSession:
             self.error(str(e))
             return
         printer = StreamPrinter(self.console, thinking=stream.opened_thinking)
-        try:
-            for piece in stream:
-                printer.feed(piece)
-        except KeyboardInterrupt:
-            stream.close()
+        with opt.CtrlC() as ctrl_c:
+            try:
+                for piece in stream:
+                    printer.feed(piece)
+                    if ctrl_c.pressed:
+                        break
+            except KeyboardInterrupt:
+                pass
+            stream.close()  # ends the generation if it is still running (a no-op once it has finished)
         printer.finish()
         completion = stream.completion
         assert completion is not None

@@ -50,11 +50,15 @@ def generate(
                 return
             stream = m.generate(text, stream=True, **params)
             assert isinstance(stream, TextStream)
-            try:
-                for piece in stream:
-                    out.print(piece, end="", markup=False, emoji=False, soft_wrap=True)
-            except KeyboardInterrupt:
-                stream.close()
+            with opt.CtrlC() as ctrl_c:
+                try:
+                    for piece in stream:
+                        out.print(piece, end="", markup=False, emoji=False, soft_wrap=True)
+                        if ctrl_c.pressed:
+                            break
+                except KeyboardInterrupt:
+                    pass
+                stream.close()  # ends the generation if it is still running
             out.print()
             assert stream.completion is not None
             s = stream.completion.stats

@@ -7,6 +7,7 @@ Each command declares the options with these annotated types (Typer has no optio
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -82,6 +83,30 @@ def cli_errors(console: Console) -> Iterator[None]:
     except OuroRuntimeError as e:
         console.print(f"[bold red]error:[/bold red] {escape(str(e))}")
         raise typer.Exit(1) from None
+
+
+class CtrlC:
+    """While text streams, the first Ctrl-C only asks the stream to stop after the current token.
+
+    A KeyboardInterrupt raised at an arbitrary point can land inside llama.cpp's sampler callback,
+    where ctypes swallows it, so the stop would be lost; polling a flag after each token cannot miss.
+    A second Ctrl-C raises KeyboardInterrupt at once (e.g. during a long prompt evaluation).
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def __enter__(self) -> CtrlC:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
 
 
 def human_bytes(n: float) -> str:
