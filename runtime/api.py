@@ -32,10 +32,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from runtime.errors import OuroRuntimeError
 from runtime.kv import kv_bytes_per_token
 from runtime.sampling import SamplingParams
+from runtime.validate import MAX_LOGICAL_LAYERS, MAX_LOOPS, GGUFSummary, validate_gguf
 
 EXIT_MODES = ("select", "skip")
 KV_MODES = ("full", "share")
-GGUF_MAGIC = b"GGUF"
 # Thinking templates open the block after the assistant header; the model writes the rest and "</think>".
 THINK_OPEN = "<think>\n"
 Message = Mapping[str, str]
@@ -53,8 +53,8 @@ class RuntimeSettings:
     kv: str = "full"
 
     def __post_init__(self) -> None:
-        if self.loops is not None and (isinstance(self.loops, bool) or self.loops < 1):
-            raise OuroRuntimeError(f"loops must be an integer >= 1, got {self.loops!r}")
+        if self.loops is not None and (isinstance(self.loops, bool) or not 1 <= self.loops <= MAX_LOOPS):
+            raise OuroRuntimeError(f"loops must be an integer in 1..{MAX_LOOPS}, got {self.loops!r}")
         if self.exit_threshold is not None and not 0.0 <= self.exit_threshold <= 1.0:
             raise OuroRuntimeError(f"the exit threshold must be in [0, 1], got {self.exit_threshold!r}")
         if self.exit_mode not in EXIT_MODES:
@@ -163,15 +163,6 @@ def _metered_llama_class() -> type:
     return MeteredLlama
 
 
-def _check_gguf(path: Path) -> None:
-    # llama.cpp reports a missing or foreign file only as "Failed to load model from file".
-    if not path.is_file():
-        raise OuroRuntimeError(f"{path}: no such file")
-    with path.open("rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise OuroRuntimeError(f"{path}: not a GGUF file (convert a checkpoint with `ouro convert`)")
-
-
 def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: int | None) -> Any:
     overrides: dict[str, int | float] = {}
     if settings.loops is not None:
@@ -195,15 +186,16 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: in
 class OuroModel:
     """An Ouro GGUF loaded in llama.cpp. Build it with `runtime.load`."""
 
-    def __init__(self, path: Path, *, n_ctx: int, settings: RuntimeSettings, n_threads: int | None,
-                 seed: int | None) -> None:
+    def __init__(self, path: Path, summary: GGUFSummary, *, n_ctx: int, settings: RuntimeSettings,
+                 n_threads: int | None, seed: int | None) -> None:
         self.path = path
+        self.summary = summary  # the file's checked facts (runtime.validate)
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._seed = seed
         self._llm: Any = None
         self._settings = RuntimeSettings()
-        self._apply_runtime_settings(settings)
+        self._apply_runtime_settings(self._checked(settings))
         self.metadata: dict[str, str] = dict(self._llm.metadata)
         self.chat_template: str | None = self.metadata.get("tokenizer.chat_template")
         self.thinking = bool(self.chat_template) and ("enable_thinking" in self.chat_template
@@ -236,21 +228,28 @@ class OuroModel:
             self._llm.close()
         self._llm, self._settings = llm, settings
 
+    def _checked(self, settings: RuntimeSettings) -> RuntimeSettings:
+        loops = settings.loops if settings.loops is not None else self.summary.loops
+        if loops * self.summary.layers > MAX_LOGICAL_LAYERS:
+            raise OuroRuntimeError(f"{loops} loops x {self.summary.layers} layers exceeds llama.cpp's "
+                                   f"{MAX_LOGICAL_LAYERS} logical layers")
+        return settings
+
     def set_loops(self, loops: int | None) -> None:
         """Run `loops` loops per token (None: the file's ouro.num_loops)."""
-        self._apply_runtime_settings(replace(self._settings, loops=loops))
+        self._apply_runtime_settings(self._checked(replace(self._settings, loops=loops)))
 
     def set_exit_threshold(self, threshold: float | None) -> None:
         """Q-exit threshold q in [0, 1] (1: read the last loop; None: the file's value)."""
-        self._apply_runtime_settings(replace(self._settings, exit_threshold=threshold))
+        self._apply_runtime_settings(self._checked(replace(self._settings, exit_threshold=threshold)))
 
     def set_exit_mode(self, mode: str) -> None:
         """'select' (run every loop, read out the exit loop) or 'skip' (stop computing at the exit)."""
-        self._apply_runtime_settings(replace(self._settings, exit_mode=mode))
+        self._apply_runtime_settings(self._checked(replace(self._settings, exit_mode=mode)))
 
     @property
     def file_loops(self) -> int:
-        return int(self.metadata.get("ouro.num_loops", 1))  # a file without the key runs one loop
+        return self.summary.loops
 
     @property
     def loops(self) -> int:
@@ -260,7 +259,7 @@ class OuroModel:
     def exit_threshold(self) -> float:
         if self._settings.exit_threshold is not None:
             return self._settings.exit_threshold
-        return float(self.metadata.get("ouro.early_exit_threshold", 1.0))
+        return self.summary.threshold
 
     @property
     def exit_mode(self) -> str:
@@ -515,5 +514,6 @@ def load(path: str | os.PathLike[str], n_ctx: int = 2048, loops: int | None = No
         raise OuroRuntimeError(f"seed must be >= 0, got {seed!r}")
     settings = RuntimeSettings(loops=loops, exit_threshold=exit_threshold, exit_mode=exit_mode, kv=kv)
     file = Path(path).expanduser()
-    _check_gguf(file)
-    return OuroModel(file, n_ctx=n_ctx, settings=settings, n_threads=n_threads, seed=seed)
+    # Some malformed files make llama.cpp abort the process instead of failing: check them first.
+    summary = validate_gguf(file)
+    return OuroModel(file, summary, n_ctx=n_ctx, settings=settings, n_threads=n_threads, seed=seed)

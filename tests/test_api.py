@@ -65,6 +65,7 @@ def test_kv_bytes_follow_the_spec_formula(model):
 @pytest.mark.parametrize("bad, message", [
     (dict(n_ctx=0), "n_ctx"),
     (dict(loops=0), "loops"),
+    (dict(loops=17), "loops must be an integer in 1..16"),  # more would make llama.cpp refuse the file
     (dict(exit_threshold=1.5), "threshold"),
     (dict(exit_mode="fast"), "exit mode"),
     (dict(kv="half"), "kv"),
@@ -75,7 +76,7 @@ def test_bad_load_arguments_raise_our_error(gguf, bad, message):
         load(gguf, **bad)
 
 
-def test_missing_and_foreign_files_are_rejected_before_llama_cpp(tmp_path):
+def test_missing_and_foreign_files_are_rejected_before_llama_cpp(tmp_path):  # by runtime.validate
     with pytest.raises(OuroRuntimeError, match="no such file"):
         load(tmp_path / "absent.gguf")
     fake = tmp_path / "fake.gguf"
