@@ -222,11 +222,18 @@ class OuroModel:
         if unavailable:
             raise OuroRuntimeError(f"{' and '.join(unavailable)} not available in this runtime build "
                                    f"(use exit mode 'select' and kv 'full')")
-        llm = _open_llama(self.path, settings, self._n_ctx, self._n_threads)
-        if self._llm is not None:
+        reloading = self._llm is not None
+        if reloading:  # close first: two contexts at once would hold two KV caches
             self._close_active()
             self._llm.close()
-        self._llm, self._settings = llm, settings
+            self._llm = None
+        try:
+            self._llm = _open_llama(self.path, settings, self._n_ctx, self._n_threads)
+        except OuroRuntimeError:
+            if reloading:
+                self._llm = _open_llama(self.path, self._settings, self._n_ctx, self._n_threads)
+            raise
+        self._settings = settings
 
     def _checked(self, settings: RuntimeSettings) -> RuntimeSettings:
         loops = settings.loops if settings.loops is not None else self.summary.loops
