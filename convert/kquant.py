@@ -34,7 +34,7 @@ def load_quantizer() -> Quantizer:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
         if rc != 0:
             # llama.cpp logs the cause to stderr; by far the likeliest is a build without the ouro arch.
-            raise RuntimeMissingError(f"llama.cpp could not quantize to {ftype.name} (error {rc}; most likely "
+            raise RuntimeMissingError(f"llama.cpp could not quantize to {ftype.name.removeprefix('MOSTLY_')} (error {rc}; most likely "
                                       f"this llama.cpp does not know the `ouro` architecture yet): {BUILD_HINT}")
 
     return quantize
