@@ -27,7 +27,7 @@ from runtime.errors import OuroRuntimeError
 HELP = """\
 /help              this help
 /clear             forget the conversation (the system prompt stays)
-/system [TEXT]     show or set the system prompt (an empty one: /system -)
+/system [TEXT]     show or set the system prompt (/system - removes it)
 /loops N           run N loops per token (reloads the model; the conversation stays)
 /threshold Q       Q-exit threshold in [0, 1]
 /stats             speeds, loops per token and KV memory of the last answer

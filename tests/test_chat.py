@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -140,10 +141,14 @@ def test_conversation_files_are_checked(tmp_path):
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 STATS_LINE = re.compile(r"\d+ tokens · .*?loops/token (\S+)")
+PROMPT = re.compile(r">>> $")
 
 
 class Terminal:
-    """`ouro chat` on a pseudo-terminal: Ctrl-C and Ctrl-D go through the terminal's line discipline."""
+    """`ouro chat` on a pseudo-terminal: Ctrl-C and Ctrl-D go through the terminal's line discipline.
+
+    `expect` reads on from where the previous match ended; `line` waits for the input prompt first, since
+    input typed before readline takes the terminal can be lost."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.pid, self.fd = pty.fork()
@@ -152,35 +157,41 @@ class Terminal:
             os.execve(sys.executable, [sys.executable, "-c", "from ouro_cli.main import app; app(prog_name='ouro')",
                                        "chat", *args], env)
         self.text = ""      # everything read so far, ANSI codes removed
-        self.reads: list[str] = []
+        self.pos = 0        # where the next expect starts looking
+        self.reads = 0      # how many reads brought output
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def send(self, data: str) -> None:
         os.write(self.fd, data.encode())
 
-    def expect(self, pattern: str | re.Pattern, timeout: float = 60.0, start: int = 0) -> re.Match:
-        """Read until `pattern` matches the output after `start`; fail after `timeout` seconds."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+    def line(self, text: str) -> None:
+        self.expect(PROMPT)
+        self.send(text + "\r")
+
+    def expect(self, pattern: str | re.Pattern, timeout: float = 60.0) -> re.Match:
+        """Read until `pattern` matches the output after the last match; fail after `timeout` seconds."""
+        regex = re.compile(pattern, re.MULTILINE) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
-        while not (match := regex.search(self.text, start)):
+        while not (match := regex.search(self.text, self.pos)):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out waiting for {regex.pattern!r}; output:\n{self.text[-3000:]}")
             if select.select([self.fd], [], [], min(left, 0.5))[0]:
                 try:
-                    chunk = os.read(self.fd, 65536).decode(errors="replace")
+                    data = os.read(self.fd, 65536)
                 except OSError:  # the child closed the terminal
-                    chunk = ""
-                if not chunk:
+                    data = b""
+                if not data:
                     raise AssertionError(f"chat ended while waiting for {regex.pattern!r}:\n{self.text[-3000:]}")
-                self.reads.append(chunk)
-                self.text += ANSI.sub("", chunk)
+                self.reads += 1
+                self.text += ANSI.sub("", self._decoder.decode(data))
+        self.pos = match.end()
         return match
 
     def turn(self, message: str) -> re.Match:
         """Send a message; the match of the stats line that ends its answer."""
-        start = len(self.text)
-        self.send(message + "\r")
-        return self.expect(STATS_LINE, start=start)
+        self.line(message)
+        return self.expect(STATS_LINE)
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
@@ -211,53 +222,48 @@ def test_terminal_session_on_the_embedded_model(tmp_path):
     try:
         term.expect(r"ouro chat · ")
         header = term.expect(r"loops (\d+) · \d+ layers · exit threshold ([\d.]+)")
+        term.expect(r"KV cache [\d.]+ [KMG]iB")
+
         # Every token reads its last loop at threshold 1; below, each exits at its own (not measured yet).
         def mean_loops(loops: int) -> str:
             return f"{loops}.00" if float(header.group(2)) >= 1 else "not"
 
-        term.expect(r"KV cache [\d.]+ [KMG]iB")
-        term.expect(">>> ")
-
-        before = len(term.reads)
-        first = term.turn("hello there")
-        assert first.group(1) == mean_loops(int(header.group(1)))
-        # streamed: the answer arrived in many reads before its stats line, not in one block at the end
-        assert len(term.reads) - before >= 3
+        term.line("hello there")
+        reads_before = term.reads
+        term.expect(r"hello there\n.")  # the echo, then the answer's first text
+        assert term.expect(STATS_LINE).group(1) == mean_loops(int(header.group(1)))
+        # streamed: the answer arrived over many reads before its stats line, not in one block at the end
+        assert term.reads - reads_before >= 3
 
         term.turn("and a second turn")
-        start = len(term.text)
-        term.send("/stats\r")
-        prompt, evaluated = map(int, term.expect(PREFILL, start=start).groups())
+        term.line("/stats")
+        prompt, evaluated = map(int, term.expect(PREFILL).groups())
         assert 0 < evaluated < prompt  # the second turn reused the first one's KV cache
-        term.expect(r"generation: 300 tokens", start=start)
+        term.expect(r"generation: 300 tokens")
 
-        start = len(term.text)
-        term.send("/loops 2\r")
-        term.expect(r"loops: 2 ·", start=start)
+        term.line("/loops 2")
+        term.expect(r"loops: 2 ·")
         assert term.turn("third turn at two loops").group(1) == mean_loops(2)
-        start = len(term.text)
-        term.send("/stats\r")
-        term.expect(r"loops 2 \(file: \d+\)", start=start)
-        term.expect(r"mean loops per token: " + mean_loops(2), start=start)
+        term.line("/stats")
+        term.expect(r"loops 2 \(file: \d+\)")
+        term.expect(r"mean loops per token: " + mean_loops(2))
 
-        start = len(term.text)
-        term.send("/clear\r")
-        term.expect("conversation cleared", start=start)
-        term.send("/stats\r")
-        term.expect(r"KV in use 0 B", start=start)
+        term.line("/clear")
+        term.expect("conversation cleared")
+        term.line("/stats")
+        term.expect(r"KV in use 0 B")
 
         # Ctrl-C in the middle of an answer: back at the prompt, the chat still running.
-        start = len(term.text)
-        term.send("tell me a long story\r")
-        term.expect(r"long story\n(.|\n)+", start=start)  # the echo, then the first streamed text
+        term.line("tell me a long story")
+        term.expect(r"long story\n.")  # the echo, then the first streamed text
         term.send("\x03")
-        term.expect(r"\[interrupted\]", start=start)
-        term.expect(STATS_LINE, start=start)
-        start = len(term.text)
-        term.send("/stats\r")
-        term.expect(r"generation: \d+ tokens at .*\(interrupted\)", start=start)
+        term.expect(r"\[interrupted\]")
+        term.expect(STATS_LINE)
+        term.line("/stats")
+        term.expect(r"generation: \d+ tokens at .*\(interrupted\)")
 
         term.turn("still there?")
+        term.expect(PROMPT)
         term.send("\x04")  # Ctrl-D at the prompt quits
         assert term.wait_exit() == 0
     finally:
