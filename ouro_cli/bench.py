@@ -1,0 +1,158 @@
+"""`ouro bench MODEL [--json]`: prompt and decode speed at every loop count, and in skip mode.
+
+For each configuration (select mode at loops 1..T, then skip mode at the file's loops when the runtime
+has it) the model evaluates a fixed prompt from an empty KV cache and then decodes a fixed number of
+tokens greedily with end-of-turn disabled, `--repeats` times; the table shows the medians. Everything goes
+through the Python API (runtime.load), so the numbers are what `ouro chat` and `ouro serve` get.
+Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ouro_cli import model_options as opt
+from ouro_cli.main import app
+from runtime.api import Completion, OuroModel, load
+from runtime.errors import OuroRuntimeError
+
+# Prompt text: one common word repeated gives one token per repeat with a byte-level BPE.
+PROMPT_WORD = " the"
+
+
+@dataclass
+class BenchRow:
+    mode: str  # "select" or "skip"
+    loops: int
+    prompt_tokens: int
+    gen_tokens: int
+    prompt_tps: float  # median over the runs
+    decode_tps: float
+    mean_loops: float | None
+    prompt_tps_runs: list[float]
+    decode_tps_runs: list[float]
+
+
+@dataclass
+class BenchResult:
+    model: str
+    threads: int | None
+    n_ctx: int
+    repeats: int
+    rows: list[BenchRow]
+    skip_mode: str  # "measured", or why not
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _measure(model: OuroModel, prompt: str, gen_tokens: int) -> Completion:
+    model.reset()  # from an empty KV cache: the whole prompt is evaluated every run
+    completion = model.generate(prompt, max_tokens=gen_tokens, ignore_eos=True, temperature=0.0)
+    assert isinstance(completion, Completion)
+    return completion
+
+
+def _row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int, advance) -> BenchRow:
+    prompt_runs, decode_runs = [], []
+    stats = None
+    for _ in range(repeats):
+        stats = _measure(model, prompt, gen_tokens).stats
+        if stats.prefill_tps is None or stats.decode_tps is None:
+            raise OuroRuntimeError("the run measured no prompt or decode work (is --gen-tokens at least 2?)")
+        prompt_runs.append(stats.prefill_tps)
+        decode_runs.append(stats.decode_tps)
+        advance()
+    assert stats is not None
+    return BenchRow(mode=mode, loops=model.loops, prompt_tokens=stats.prefill_tokens, gen_tokens=stats.generated_tokens,
+                    prompt_tps=statistics.median(prompt_runs), decode_tps=statistics.median(decode_runs),
+                    mean_loops=stats.mean_loops, prompt_tps_runs=prompt_runs, decode_tps_runs=decode_runs)
+
+
+def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int = 64, gen_tokens: int = 32,
+              repeats: int = 3, n_threads: int | None = None, exit_threshold: float | None = None,
+              console: Console | None = None) -> BenchResult:
+    """Measure `path` at each loop count (default 1..the file's), then in skip mode if available."""
+    console = console or Console(stderr=True)
+    prompt = PROMPT_WORD * prompt_tokens
+    n_ctx = prompt_tokens + gen_tokens + 16
+    with load(path, n_ctx=n_ctx, n_threads=n_threads, loops=1) as model:
+        loop_counts = loops or list(range(1, model.file_loops + 1))
+        rows: list[BenchRow] = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=(len(loop_counts) + 1) * repeats)
+            advance = lambda: progress.advance(task)  # noqa: E731
+            for t in loop_counts:
+                progress.update(task, description=f"select, {t} loop{'s' if t > 1 else ''}")
+                model.set_loops(t)
+                rows.append(_row(model, "select", prompt, gen_tokens, repeats, advance))
+            try:
+                model.set_loops(None)
+                model.set_exit_threshold(exit_threshold)
+                model.set_exit_mode("skip")
+            except OuroRuntimeError as e:
+                skip_mode = f"not available: {e}"
+            else:
+                progress.update(task, description="skip mode")
+                rows.append(_row(model, "skip", prompt, gen_tokens, repeats, advance))
+                skip_mode = "measured"
+    return BenchResult(model=str(path), threads=n_threads, n_ctx=n_ctx, repeats=repeats, rows=rows,
+                       skip_mode=skip_mode)
+
+
+def render(console: Console, result: BenchResult) -> None:
+    table = Table(title=f"ouro bench {result.model}", title_justify="left")
+    for name in ("mode", "loops", "prompt tok/s", "decode tok/s", "decode vs 1 loop", "mean loops/token"):
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    base = next((r.decode_tps for r in result.rows if r.mode == "select" and r.loops == 1), None)
+    for r in result.rows:
+        table.add_row(r.mode, str(r.loops), f"{r.prompt_tps:,.1f}", f"{r.decode_tps:,.1f}",
+                      f"{r.decode_tps / base:.2f}×" if base else "–",
+                      f"{r.mean_loops:.2f}" if r.mean_loops is not None else "–")
+    console.print(table)
+    first = result.rows[0]
+    console.print(f"[dim]medians of {result.repeats} runs · {first.prompt_tokens}-token prompt from an empty cache, "
+                  f"{first.gen_tokens} greedy tokens · threads {result.threads or 'default'} · "
+                  f"skip mode {result.skip_mode}[/dim]")
+
+
+def _parse_loops(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise OuroRuntimeError(f"--loops takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise OuroRuntimeError(f"--loops needs loop counts >= 1, got {text!r}")
+    return values
+
+
+@app.command("bench")
+def bench(
+    model: Annotated[str, typer.Argument(help="An Ouro GGUF file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    loops: Annotated[Optional[str], typer.Option("--loops", help="Loop counts to measure, e.g. 1,2,4 (default: 1..the file's).")] = None,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", "-p", min=1, help="Prompt length in tokens.")] = 64,
+    gen_tokens: Annotated[int, typer.Option("--gen-tokens", "-n", min=2, help="Tokens to decode per run.")] = 32,
+    repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Runs per configuration (the median is shown).")] = 3,
+    threads: opt.Threads = None,
+    exit_threshold: opt.ExitThreshold = None,
+) -> None:
+    """Measure prompt and decode tokens/s at loops 1..T and in skip mode."""
+    err = Console(stderr=True, highlight=False)
+    with opt.cli_errors(err):
+        result = run_bench(model, loops=_parse_loops(loops), prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                           repeats=repeats, n_threads=threads, exit_threshold=exit_threshold, console=err)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        render(Console(highlight=False), result)
