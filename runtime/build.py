@@ -61,6 +61,8 @@ from typing import Callable, Iterator, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from runtime.errors import OuroRuntimeError
+
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
@@ -99,7 +101,7 @@ _NINJA_STEP = re.compile(r"\[(\d+)/(\d+)\]")
 _MAKE_PERCENT = re.compile(r"\[\s*(\d+)%\]")
 
 
-class BuildError(Exception):
+class BuildError(OuroRuntimeError):
     """The runtime cannot be built or used; the message says why and what to do."""
 
 
@@ -650,7 +652,7 @@ def build_runtime(*, native: bool = False, tools: bool = False, force: bool = Fa
                   patches_dir: Path = PATCHES_DIR, console: Console | None = None) -> BuildResult:
     """Build (or take from the cache) and install the runtime for the current patches; see the module doc.
     `force` rebuilds from a clean build directory (ccache still applies) and reinstalls."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     started = time.monotonic()
     cache = cache_dir()
     flags = build_flags(native)
@@ -695,7 +697,7 @@ def build_runtime(*, native: bool = False, tools: bool = False, force: bool = Fa
 
 def make_devtree(target: Path, *, patches_dir: Path = PATCHES_DIR, console: Console | None = None) -> Path:
     """Clone the vendored llama.cpp into `target` with one commit per patch (see the module doc)."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     target = target.resolve()
     if target.exists() and any(target.iterdir()):
         raise BuildError(f"{target} exists and is not empty: choose a new directory")
@@ -750,7 +752,7 @@ def print_status(status: RuntimeStatus, console: Console) -> None:
 
 def cli_build(*, native: bool, tools: bool, force: bool) -> int:
     """`build` for both command lines: returns the exit code, errors as one message without traceback."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         result = build_runtime(native=native, tools=tools, force=force, console=console)
     except BuildError as error:
@@ -768,12 +770,12 @@ def cli_build(*, native: bool, tools: bool, force: bool) -> int:
 def cli_status() -> int:
     """`status`: exit 0 when the runtime is up to date, 1 otherwise (scripts can test it)."""
     status = runtime_status()
-    print_status(status, Console())
+    print_status(status, Console(soft_wrap=True))
     return 0 if status.ok else 1
 
 
 def cli_devtree(directory: Path) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         target = make_devtree(directory, console=console)
     except BuildError as error:
