@@ -14,6 +14,7 @@ import ouro_cli.chat  # noqa: E402,F401  (registers `ouro chat`)
 import ouro_cli.generate  # noqa: E402,F401  (registers `ouro generate`)
 import ouro_cli.info  # noqa: E402,F401  (registers `ouro info`)
 import ouro_cli.bench  # noqa: E402,F401  (registers `ouro bench`)
+import ouro_cli.serve  # noqa: E402,F401  (registers `ouro serve`)
 
 from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
 app.add_typer(runtime_app, name="runtime")

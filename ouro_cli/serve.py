@@ -1,0 +1,66 @@
+"""`ouro serve [MODEL]`: an OpenAI-compatible HTTP server on 127.0.0.1 (runtime/server.py).
+
+Requests are served one at a time on the one model (concurrent clients queue); loops and the exit
+threshold default to the flags and can be changed per request with the extra fields "loops" and
+"exit_threshold". Importing this module registers the command on the `ouro` app (ouro_cli/main.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ouro_cli import model_options as opt
+from ouro_cli.main import app
+from runtime.errors import OuroRuntimeError
+from runtime.server import DEFAULT_HOST, OuroServer
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[Optional[str], typer.Argument(help="A GGUF file (default: the embedded model).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind. Anything but loopback exposes the model, unauthenticated, to the network.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free port).")] = 8080,
+    log: Annotated[bool, typer.Option("--log/--quiet", help="Print one line per request.")] = True,
+    ctx: opt.Ctx = opt.DEFAULT_CTX, threads: opt.Threads = None, loops: opt.Loops = None,
+    exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = opt.ExitMode["select"],
+    kv: opt.KvOpt = opt.KvMode["full"],
+) -> None:
+    """Serve an Ouro model over an OpenAI-compatible HTTP API (chat, completions, streaming)."""
+    err = Console(stderr=True, highlight=False)
+    with opt.cli_errors(err):
+        opened = opt.open_model(model, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
+                                exit_mode=exit_mode, kv=kv, console=err)
+        model_id = opened.model.path.stem
+        try:
+            server = OuroServer(opened.model, model_id, host, port,
+                                log=(lambda line: err.print(f"[dim]{escape(line)}[/dim]")) if log else None)
+        except OSError as e:
+            opened.model.close()
+            raise OuroRuntimeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    bound_host, bound_port = server.address
+    err.print(f"serving [bold]{escape(opened.label)}[/bold] as model [bold]{escape(model_id)}[/bold] on "
+              f"http://{bound_host}:{bound_port}/v1 (OpenAI-compatible) · loops {opened.model.loops} · "
+              f"exit threshold {opened.model.exit_threshold:g} · Ctrl-C stops")
+    err.print(f"[dim]{opt.kv_summary(opened.model)}[/dim]")
+    if not _is_loopback(bound_host):
+        err.print(f"[bold yellow]warning:[/bold yellow] listening on {bound_host}: anyone who can reach this "
+                  "machine can use the model (there is no authentication)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        err.print("stopped")
+    finally:
+        server.httpd.server_close()
+        opened.model.close()
