@@ -42,6 +42,8 @@ def info_dict(s: GGUFSummary, n_ctx: int) -> dict[str, Any]:
         "exit_gate_bias": s.gate_bias,
         "exit_threshold": s.threshold,
         "exit_at_step": s.exit_at_step,
+        "exit_mode": s.exit_mode,
+        "min_loops": s.min_loops,
         "kv_share": s.kv_share,
         "parameters": s.n_params,
         "tensors": s.n_tensors,
@@ -83,6 +85,9 @@ def render(console: Console, s: GGUFSummary, n_ctx: int) -> None:
         ("trained context", f"{s.ctx_train:,} tokens (rope base {s.rope_base:g})"),
         ("exit gate", gate),
         ("exit", exit_rule),
+        ("exit mode", f"{s.exit_mode}" + (" (compute stops at the exit loop" + (f", never before loop {s.min_loops})"
+                                                                                  if s.min_loops > 1 else ")")
+                                          if s.exit_mode == "skip" else " (every loop runs)")),
         ("parameters", _count(s.n_params)),
         ("weights", ", ".join(f"{t.type} ×{t.count} {hb(t.nbytes)}" for t in s.tensor_types)
          + f" = {hb(s.tensor_bytes)}"),

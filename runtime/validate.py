@@ -42,8 +42,10 @@ OURO_KEYS = frozenset(f"{ARCH}.{k}" for k in (
     "context_length", "embedding_length", "block_count", "feed_forward_length", "vocab_size", "num_loops",
     "skip_loop_final_norm", "attention.head_count", "attention.head_count_kv", "attention.key_length",
     "attention.value_length", "attention.layer_norm_rms_epsilon", "rope.dimension_count", "rope.freq_base",
-    "exit_gate.weight", "exit_gate.bias", "early_exit_threshold", "exit_at_step", "kv_share",
+    "exit_gate.weight", "exit_gate.bias", "early_exit_threshold", "exit_at_step", "kv_share", "exit_mode",
+    "min_loops",
 ))
+EXIT_MODES = ("select", "skip")
 # Keys outside ouro.* that llama.cpp reads with a fixed type when present (a wrong type makes it refuse).
 _SPECIAL_TOKEN_KEYS = {
     "bos": "bos", "eos": "eos", "eot": "eot", "eom": "eom", "unk": "unknown", "sep": "seperator",
@@ -99,6 +101,8 @@ class GGUFSummary:
     gate_bias: float | None
     threshold: float
     exit_at_step: int | None
+    exit_mode: str  # the file's default: "select" (all loops run) or "skip" (compute stops at the exit)
+    min_loops: int  # skip mode never exits before this many loops
     kv_share: bool
     n_tensors: int
     tensor_types: tuple[TensorTypeSize, ...]  # per ggml type, largest first
@@ -254,6 +258,12 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         raise GGUFValidationError(
             f"{ARCH}.exit_at_step = {exit_at_step}, but only loops 0..{hp.loops - 1} run"
         )
+    exit_mode = meta.string(f"{ARCH}.exit_mode", required=False) or "select"
+    if exit_mode not in EXIT_MODES:
+        raise GGUFValidationError(f"{ARCH}.exit_mode = {exit_mode!r}, expected 'select' or 'skip'")
+    min_loops = meta.uint(f"{ARCH}.min_loops", required=False, default=1)
+    if not 1 <= min_loops <= hp.loops:
+        raise GGUFValidationError(f"{ARCH}.min_loops = {min_loops} is outside 1..{hp.loops}")
     kv_share = meta.boolean(f"{ARCH}.kv_share", False)
     if meta.boolean(f"{ARCH}.skip_loop_final_norm", False):
         raise GGUFValidationError(
@@ -283,7 +293,8 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         loops=hp.loops, layers=hp.layers, hidden=hp.hidden, ffn=hp.ffn, heads=hp.heads, heads_kv=hp.heads_kv,
         head_dim=hp.head_dim, vocab=vocab, ctx_train=hp.ctx_train, rope_base=hp.rope_base, rms_eps=hp.rms_eps,
         gate_present=gate is not None, gate_bias=gate_bias, threshold=threshold, exit_at_step=exit_at_step,
-        kv_share=kv_share, n_tensors=len(header.tensors), tensor_types=_type_sizes(header.tensors),
+        exit_mode=exit_mode, min_loops=min_loops, kv_share=kv_share,
+        n_tensors=len(header.tensors), tensor_types=_type_sizes(header.tensors),
         tensor_bytes=sum(t.nbytes for t in header.tensors),
         n_params=sum(t.n_elements for t in header.tensors) + n_gate,
         chat_template=chat_template,

@@ -65,6 +65,8 @@ def _edited(src, tmp_path, **edit):
     ("ouro.early_exit_threshold", 1.5, VT.FLOAT32, "outside 0..1"),
     ("ouro.early_exit_threshold", float("nan"), VT.FLOAT32, "is nan"),
     ("ouro.exit_at_step", 4, VT.UINT32, "only loops 0..3 run"),
+    ("ouro.exit_mode", "fast", VT.STRING, "expected 'select' or 'skip'"),
+    ("ouro.min_loops", 5, VT.UINT32, "outside 1..4"),
     ("ouro.feed_forward_length", 96, VT.UINT32, "ffn_gate.weight has shape [64, 128], expected [64, 96]"),
     ("ouro.rope.scaling.type", "yarn", VT.STRING, "unknown Ouro metadata ouro.rope.scaling.type"),
     ("tokenizer.ggml.pre", "llama3", VT.STRING, "SmolLM2's"),
