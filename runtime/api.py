@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -116,15 +117,30 @@ class TextStream:
         self.opened_thinking = opened_thinking
         self.completion: Completion | None = None
         self._pieces = make_pieces(self)  # a generator: nothing runs before the first next()
+        self.owner = threading.get_ident()
+        self._release: Callable[[], None] | None = None  # set by _serialized: frees the model at the end
 
     def __iter__(self) -> TextStream:
         return self
 
     def __next__(self) -> str:
-        return next(self._pieces)
+        try:
+            return next(self._pieces)
+        except BaseException:  # StopIteration included: the generation is over
+            self._end()
+            raise
 
     def close(self) -> None:
         self._pieces.close()  # type: ignore[attr-defined]  (a generator: runs its `finally`)
+        self._end()
+
+    def __del__(self) -> None:
+        self._end()  # an abandoned stream must not keep other threads waiting for the model
+
+    def _end(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     @property
     def finished(self) -> bool:
@@ -181,6 +197,34 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: in
                                f"patched runtime installed (`ouro runtime status`)?") from None
 
 
+# ------------------------------------------------------------------------- one thread at a time (issue 9)
+# A llama.cpp context is not thread-safe, and a second thread's call would also end the first one's stream.
+# So every public call that drives the context holds OuroModel._lock for its duration, and a returned
+# stream holds it until it is exhausted, closed or garbage-collected: other threads wait (serialized, not
+# refused). A thread's own unfinished stream never blocks it: its next call ends that stream first, as
+# before. A plain Lock, not an RLock: a stream may be finished (and release) on another thread.
+
+def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: OuroModel, *args: Any, **kwargs: Any) -> Any:
+        active = self._active
+        if active is not None and active.owner == threading.get_ident() and not active.finished:
+            self._close_active()  # releases the lock that stream holds
+        self._lock.acquire()
+        try:
+            result = method(self, *args, **kwargs)
+        except BaseException:
+            self._lock.release()
+            raise
+        if isinstance(result, TextStream) and not result.finished:
+            result._release = self._lock.release  # the stream holds the model until it ends
+        else:
+            self._lock.release()
+        return result
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------------------------- model
 
 class OuroModel:
@@ -192,6 +236,7 @@ class OuroModel:
         self.summary = summary  # the file's checked facts (runtime.validate)
         self._n_ctx = n_ctx
         self._n_threads = n_threads
+        self._lock = threading.Lock()  # see _serialized
         self._seed = seed
         self._llm: Any = None
         self._settings = RuntimeSettings()
@@ -242,14 +287,17 @@ class OuroModel:
                                    f"{MAX_LOGICAL_LAYERS} logical layers")
         return settings
 
+    @_serialized
     def set_loops(self, loops: int | None) -> None:
         """Run `loops` loops per token (None: the file's ouro.num_loops)."""
         self._apply_runtime_settings(self._checked(replace(self._settings, loops=loops)))
 
+    @_serialized
     def set_exit_threshold(self, threshold: float | None) -> None:
         """Q-exit threshold q in [0, 1] (1: read the last loop; None: the file's value)."""
         self._apply_runtime_settings(self._checked(replace(self._settings, exit_threshold=threshold)))
 
+    @_serialized
     def set_exit_mode(self, mode: str) -> None:
         """'select' (run every loop, read out the exit loop) or 'skip' (stop computing at the exit)."""
         self._apply_runtime_settings(self._checked(replace(self._settings, exit_mode=mode)))
@@ -307,12 +355,14 @@ class OuroModel:
     def kv_bytes_in_use(self) -> int:
         return self.kv_bytes_per_token * self._llm.n_tokens
 
+    @_serialized
     def reset(self) -> None:
         """Forget the KV cache (the next prompt is evaluated from scratch)."""
         self._close_active()
         self._llm.reset()
         self._chat_prefix = None
 
+    @_serialized
     def close(self) -> None:
         if self._llm is not None:
             self._close_active()
@@ -331,11 +381,13 @@ class OuroModel:
         """Token ids of `text`; special tokens written out (<|im_start|>) become their ids."""
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
+    @_serialized
     def generate(self, prompt: str, stream: bool = False, **sampling: Any) -> Completion | TextStream:
         """Continue `prompt` as it is (no chat template). Sampling settings: see SamplingParams."""
         tokens = self.tokenize(prompt, add_bos=self._llm._model.add_bos_token())
         return self._run(tokens, self.default_sampling.updated(**sampling), stream, opened_thinking=False)
 
+    @_serialized
     def chat(self, messages: Sequence[Message], stream: bool = False, *, enable_thinking: bool | None = None,
              **sampling: Any) -> Completion | TextStream:
         """The assistant's reply to `messages` ({"role", "content"} dicts) through the GGUF's template.
