@@ -106,8 +106,8 @@ def read_json(path: Path, error: type[Exception]) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise error(f"{path}: cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, absurd numbers, absurd nesting
+        raise error(f"{path}: not valid JSON ({str(e)[:100]})") from None
 
 
 def _listing(names: list[str]) -> str:

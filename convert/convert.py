@@ -32,7 +32,7 @@ def convert_checkpoint(src: str | os.PathLike[str], outfile: str | os.PathLike[s
     start = time.monotonic()
     otype = output_type(qtype)
     ckpt = load_checkpoint(src)
-    vocab = read_vocab(ckpt.path, ckpt.hparams.vocab_size, ckpt.config.get("bos_token_id"))
+    vocab = read_vocab(ckpt.path, ckpt.hparams.vocab_size, ckpt.hparams.bos_token_id)
     out = resolve_output(outfile, ckpt.name, otype.name, force)
     quantizer = load_quantizer() if otype.kquant else None  # fail fast, before the long F16 pass
     # A K-quant starts as an F16 file; llama.cpp records the final file type itself.

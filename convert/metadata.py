@@ -9,6 +9,7 @@ from gguf import GGML_QUANT_VERSION, GGUFWriter, LlamaFileType
 
 from convert.chat_template import chatml_template, is_thinking
 from convert.checkpoint import Checkpoint
+from convert.errors import CheckpointError
 from convert.safetensors_reader import to_float32
 from convert.tensor_map import GATE_BIAS, GATE_WEIGHT
 from convert.tokenizer import GGUFVocab
@@ -42,6 +43,8 @@ def read_exit_gate(ckpt: Checkpoint) -> ExitGate:
     b = ckpt.weights.entries[GATE_BIAS]
     weight = to_float32(ckpt.weights.mmap(GATE_WEIGHT), w.dtype).reshape(-1).copy()
     bias = to_float32(ckpt.weights.mmap(GATE_BIAS), b.dtype).reshape(-1)
+    if not (np.all(np.isfinite(weight)) and np.isfinite(bias[0])):
+        raise CheckpointError(f"{ckpt.weights.path}: the exit gate holds non-finite values")
     return ExitGate(weight=weight, bias=float(bias[0]))
 
 

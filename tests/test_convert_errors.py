@@ -91,6 +91,40 @@ def test_config_missing_loop_count(ckpt, outdir):
     assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "missing required field 'total_ut_steps'", outdir=outdir)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("total_ut_steps", 17, "total_ut_steps must be an integer in 1..16"),
+    ("total_ut_steps", 0, "total_ut_steps must be an integer in 1..16"),
+    ("num_hidden_layers", 2**31, "num_hidden_layers must be an integer in 1..512"),  # fails fast, too
+    ("num_hidden_layers", 200, "200 layers x 4 loops exceeds llama.cpp's 512 logical layers"),
+    ("hidden_size", 64.0, "hidden_size must be an integer"),
+    ("rope_theta", -1.0, "rope_theta must be positive"),
+    ("rope_theta", 1e308, "rope_theta must be a finite float32"),
+    ("rms_norm_eps", 1e-50, "rms_norm_eps must be positive (as a float32)"),
+    ("early_exit_threshold", 2.0, "early_exit_threshold must be in 0..1"),
+    ("bos_token_id", {"a": 1}, "bos_token_id must be an integer"),
+])
+def test_config_values_out_of_range(ckpt, outdir, key, value, message):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg[key] = value
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    assert_fails(run(ckpt, "-o", outdir / "x.gguf"), message, outdir=outdir)
+
+
+def test_config_nan_and_deep_nesting(ckpt, outdir):
+    text = (ckpt / "config.json").read_text()
+    (ckpt / "config.json").write_text(text.replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": NaN'))
+    assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "rms_norm_eps must be a finite float32", outdir=outdir)
+    (ckpt / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "not valid JSON", outdir=outdir)
+
+
+def test_non_finite_exit_gate(ckpt, outdir):
+    def nan_bias(t):
+        t["model.early_exit_gate.bias"] = ("BF16", bytes.fromhex("c07f"), [1])  # bf16 NaN
+    rewrite_safetensors(ckpt / "model.safetensors", nan_bias)
+    assert_fails(run(ckpt, "-o", outdir / "x.gguf"), "the exit gate holds non-finite values", outdir=outdir)
+
+
 def test_null_kv_heads_means_plain_mha(ckpt, outdir):
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["num_key_value_heads"] = None
