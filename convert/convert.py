@@ -15,7 +15,7 @@ from convert.kquant import load_quantizer
 from convert.metadata import resolve_metadata
 from convert.output import atomic_output, resolve_output, temp_sibling
 from convert.plan import output_type, plan_tensors
-from convert.report import Summary, print_summary, tensor_progress
+from convert.report import Summary, print_summary, quantize_progress, tensor_progress
 from convert.tokenizer import read_vocab
 from convert.writer import write_gguf
 
@@ -48,8 +48,8 @@ def convert_checkpoint(src: str | os.PathLike[str], outfile: str | os.PathLike[s
             with temp_sibling(out, suffix=".f16.tmp") as f16:
                 with tensor_progress(progress_console, plans, ckpt.weights) as advance:
                     data_offset = write_gguf(f16, ckpt, vocab, meta, plans, advance)
-                with progress_console.status(f"quantizing to {otype.name.upper()} with llama.cpp"):
-                    quantizer(f16, tmp, otype.file_type)
+                with quantize_progress(progress_console, f"llama.cpp {otype.name.upper()}") as progress:
+                    quantizer(f16, tmp, otype.file_type, progress)
             # llama.cpp keeps every key and tensor info (only values change), so the metadata is as
             # long as ours; the rest is tensor data plus at most 31 bytes of alignment per tensor.
             tensor_bytes = tmp.stat().st_size - data_offset

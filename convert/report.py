@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from convert.plan import TensorPlan
@@ -39,6 +40,23 @@ def tensor_progress(console: Console, plans: list[TensorPlan], weights: Safetens
             progress.update(task, advance=nbytes, description=label)
 
         yield advance
+
+
+@contextmanager
+def quantize_progress(console: Console, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar over the tensors llama.cpp's quantizer has done (it reports them one by one)."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
 
 
 @dataclass
