@@ -1,0 +1,129 @@
+"""One GGUF through the runtime: load time, prompt/decode speed at every loop count, KV bytes, a chat turn.
+
+    python -m benchmarks.gguf_speed MODEL.gguf --out result.json [--prompt-tokens 512] [--gen-tokens 128]
+                                    [--rounds 3] [--threads 2]
+
+The suite runs this in a child process so that the child's peak RSS is this file's alone. Speeds come
+from `ouro bench`'s own measurement (ouro_cli.bench._row: a fixed prompt from an empty cache, then greedy
+tokens with end-of-turn disabled). Rather than measuring each loop count back to back as `ouro bench`
+does, the loop counts take turns, one run each per round, switched with the runtime's per-context
+control (no reload): on a machine shared with other jobs, load drifts over minutes, and taking turns
+spreads that drift evenly over the loop counts whose ratios the report shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ouro_cli.bench import PROMPT_WORD, BenchRow, _row
+from runtime import control
+from runtime.api import OuroModel, load
+
+CHAT_MESSAGE = "Explain in two sentences why the sky is blue."
+
+
+@dataclass
+class SpeedRow:
+    """Medians over the rounds of one configuration (loop count, exit mode, ...)."""
+
+    label: str
+    loops: int
+    prompt_tokens: int
+    gen_tokens: int
+    prompt_tps_runs: list[float]
+    decode_tps_runs: list[float]
+
+    @property
+    def prompt_tps(self) -> float:
+        return statistics.median(self.prompt_tps_runs)
+
+    @property
+    def decode_tps(self) -> float:
+        return statistics.median(self.decode_tps_runs)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "prompt_tps": self.prompt_tps, "decode_tps": self.decode_tps}
+
+
+def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None]]], prompt: str,
+               gen_tokens: int, rounds: int, on_run: Callable[[str], None] = lambda _: None) -> list[SpeedRow]:
+    """Each round runs every configuration once: `configs` maps a label to (loops, a function that puts
+    the context in that configuration)."""
+    runs: dict[str, list[BenchRow]] = {label: [] for label in configs}
+    for _ in range(rounds):
+        for label, (_, apply) in configs.items():
+            apply()
+            runs[label].append(_row(model, label, prompt, gen_tokens, 1, lambda: None))
+            on_run(label)
+    return [SpeedRow(label=label, loops=configs[label][0], prompt_tokens=rows[0].prompt_tokens,
+                     gen_tokens=rows[0].gen_tokens, prompt_tps_runs=[r.prompt_tps for r in rows],
+                     decode_tps_runs=[r.decode_tps for r in rows])
+            for label, rows in runs.items()]
+
+
+def loop_rows(model: OuroModel, prompt_tokens: int, gen_tokens: int, rounds: int,
+              on_run: Callable[[str], None] = lambda _: None) -> list[SpeedRow]:
+    """Select mode at loops 1..the file's."""
+    configs = {f"T={t}": (t, lambda t=t: control.set_loops(model.llama, t)) for t in range(1, model.file_loops + 1)}
+    try:
+        return take_turns(model, configs, PROMPT_WORD * prompt_tokens, gen_tokens, rounds, on_run)
+    finally:
+        control.set_loops(model.llama, None)
+
+
+def chat_turn(model: OuroModel, max_tokens: int = 32) -> dict:
+    """One chat turn through the file's template with its own sampling defaults (Thinking: `<think>`
+    prefilled by the template, the paper's temperature/top-p); end-of-turn is disabled so that exactly
+    `max_tokens` come out of a random-weight model."""
+    prompt = model.render_chat([{"role": "user", "content": CHAT_MESSAGE}])
+    completion = model.chat([{"role": "user", "content": CHAT_MESSAGE}], max_tokens=max_tokens, ignore_eos=True,
+                            seed=0)
+    s = model.default_sampling
+    return {"thinking_template": model.thinking, "opened_thinking": completion.opened_thinking,
+            "prompt_tail": prompt[-40:], "generated_tokens": len(completion.tokens),
+            "sampling": {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k},
+            "decode_tps": completion.stats.decode_tps}
+
+
+def measure_file(path: str | Path, *, prompt_tokens: int = 512, gen_tokens: int = 128, rounds: int = 3,
+                 threads: int = 2, chat_tokens: int = 32,
+                 on_run: Callable[[str], None] = lambda _: None) -> dict:
+    n_ctx = max(prompt_tokens + gen_tokens, 240) + 16  # room for the chat turn too
+    start = time.perf_counter()
+    model = load(path, n_ctx=n_ctx, n_threads=threads)
+    load_seconds = time.perf_counter() - start
+    with model:
+        rows = loop_rows(model, prompt_tokens, gen_tokens, rounds, on_run)
+        chat = chat_turn(model, chat_tokens)
+        kv_measured = control.kv_bytes(model.llama) / model.llama.n_ctx()
+        return {
+            "file": str(path), "file_bytes": os.path.getsize(path), "threads": threads, "rounds": rounds,
+            "load_seconds": load_seconds, "loops": model.file_loops,
+            "kv_bytes_per_token": model.kv_bytes_per_token, "kv_bytes_per_token_measured": kv_measured,
+            "rows": [r.to_dict() for r in rows], "chat": chat,
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--gen-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    result = measure_file(args.model, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
+                          rounds=args.rounds, threads=args.threads, on_run=lambda label: print(label, flush=True))
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

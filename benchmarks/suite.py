@@ -1,0 +1,196 @@
+"""The benchmark suite (issue 8): every published Ouro shape end to end, then BENCHMARKS.md.
+
+    nice -n 10 python -m benchmarks [--quick] [--workdir /tmp/ouro-bench] [--rounds 3] [--keep] [--fresh]
+
+For each model (1.4b, 2.6b, 1.4b-thinking, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
+checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
+RSS), `ouro info`, and a child process that loads the file, measures prompt/decode speed at every loop
+count and runs one chat turn (its peak RSS is the file's). On the 1.4b only: the PyTorch reference and
+the early-exit / shared-KV lines (Q4_K_M). The machine's copy bandwidth is measured at the start.
+
+Every stage's result is saved in WORKDIR/results.json as soon as it exists, so an interrupted run
+resumes where it stopped (--fresh starts over); BENCHMARKS.md is rewritten between its markers at the
+end (and after each model), other sections are kept. Checkpoints and GGUFs are deleted after each model
+unless --keep: a 2.6b checkpoint is 5.3 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from benchmarks.bandwidth import machine_bandwidth
+from benchmarks.convert_bench import convert_once, cpu_name, run_child
+from benchmarks.report import write_report
+from benchmarks.roofline import weight_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("1.4b", "2.6b", "1.4b-thinking", "2.6b-thinking")
+QUICK_MODELS = ("1.4b",)
+QUANTS = ("q8_0", "q4_k_m")
+REFERENCE_MODEL = "1.4b"  # the reference and issue 5's lines run on this shape only
+EXIT_QUANT = "q4_k_m"
+THREADS = 2
+
+
+class SuiteError(RuntimeError):
+    """A stage failed; the message names it and its log."""
+
+
+class Results:
+    """results.json in the work directory: one entry per finished stage, saved after each."""
+
+    def __init__(self, path: Path, fresh: bool) -> None:
+        self.path = path
+        self.data: dict = {} if fresh or not path.is_file() else json.loads(path.read_text())
+
+    def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
+        if key in self.data:
+            return self.data[key]
+        load_before = os.getloadavg()
+        started = time.time()
+        result = run()
+        result["_meta"] = {"command": command, "load_before": load_before, "load_after": os.getloadavg(),
+                           "seconds": time.time() - started,
+                           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        self.data[key] = result
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        os.replace(tmp, self.path)
+        return result
+
+
+def _python(module: str, *args: str | Path) -> list[str]:
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def _shown(cmd: list[str]) -> str:
+    """A command as a reader would type it."""
+    return " ".join(["python" if c == sys.executable else str(c) for c in cmd])
+
+
+def child_json(cmd: list[str], out: Path, log: Path) -> dict:
+    """Run a measuring child; its JSON result plus its wall time and peak RSS."""
+    rc, seconds, peak_rss = run_child(cmd, log)
+    if rc != 0 or not out.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise SuiteError(f"{_shown(cmd)} failed (exit {rc}); see {log}: " + " | ".join(tail))
+    return {**json.loads(out.read_text()), "child_seconds": seconds, "peak_rss": peak_rss}
+
+
+def ensure_checkpoint(preset: str, path: Path) -> Path:
+    if not (path / "model.safetensors").is_file():
+        subprocess.run(_python("models.synthetic", path, "--preset", preset), cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def ouro_info(gguf: Path) -> dict:
+    cmd = [sys.executable, "-c", "from ouro_cli.main import app; app()", "info", str(gguf), "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SuiteError(f"ouro info {gguf} failed: {proc.stderr.strip()[-300:]}")
+    return {"info": json.loads(proc.stdout)}
+
+
+def machine() -> dict:
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "bandwidth": [b.to_dict() for b in machine_bandwidth()]}
+
+
+def run_model(results: Results, preset: str, workdir: Path, rounds: int, progress: Progress, task) -> None:
+    mdir = workdir / preset
+    mdir.mkdir(parents=True, exist_ok=True)
+    ckpt = mdir / "ckpt"
+
+    def step(description: str) -> None:
+        progress.update(task, description=f"{preset}: {description}")
+
+    for q in QUANTS:
+        gguf = mdir / f"bench-{q}.gguf"
+        key = f"{preset}/{q}"
+        stages = ["convert", "weights", "info", "speed"] + (["exit"] if preset == REFERENCE_MODEL and q == EXIT_QUANT else [])
+        pending = [s for s in stages if f"{key}/{s}" not in results.data]
+        if pending and not gguf.is_file():
+            results.data.pop(f"{key}/convert", None)  # the file is gone (deleted after an earlier run): remake it
+        if pending:
+            step(f"checkpoint, convert {q}")
+            results.stage(f"{key}/convert", lambda: _convert(ensure_checkpoint(preset, ckpt), q, mdir),
+                          f"ouro convert {ckpt} --type {q} (timed by benchmarks.convert_bench.convert_once)")
+            results.stage(f"{key}/weights", lambda: weight_bytes(gguf).to_dict(), "benchmarks.roofline.weight_bytes")
+            step(f"ouro info {q}")
+            results.stage(f"{key}/info", lambda: ouro_info(gguf), f"ouro info {gguf} --json")
+            step(f"speed {q}: T=1..4, {rounds} rounds")
+            cmd = _python("benchmarks.gguf_speed", gguf, "--out", mdir / f"speed-{q}.json", "--rounds", rounds,
+                          "--threads", THREADS)
+            results.stage(f"{key}/speed", lambda: child_json(cmd, mdir / f"speed-{q}.json", mdir / f"speed-{q}.log"),
+                          _shown(cmd))
+            if "exit" in stages:
+                step("early exit and shared KV")
+                cmd = _python("benchmarks.exit_speed", gguf, "--out", mdir / "exit.json", "--rounds", rounds,
+                              "--threads", THREADS)
+                results.stage(f"{key}/exit", lambda: child_json(cmd, mdir / "exit.json", mdir / "exit.log"),
+                              _shown(cmd))
+        progress.advance(task)
+    if preset == REFERENCE_MODEL:
+        step("PyTorch reference (bf16)")
+        cmd = _python("benchmarks.reference_speed", ckpt, "--out", mdir / "reference.json", "--runs", rounds,
+                      "--threads", THREADS)
+
+        def reference() -> dict:
+            ensure_checkpoint(preset, ckpt)
+            return child_json(cmd, mdir / "reference.json", mdir / "reference.log")
+
+        results.stage(f"{preset}/reference", reference, _shown(cmd))
+
+
+def _convert(ckpt: Path, qtype: str, outdir: Path) -> dict:
+    run = convert_once(ckpt, qtype, outdir, keep=True)
+    if run.error:
+        raise SuiteError(f"converting {ckpt} to {qtype} failed: {run.error}")
+    return {"seconds": run.seconds, "peak_rss": run.peak_rss, "file_bytes": run.out_bytes}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the 1.4b model only")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ouro-bench"))
+    parser.add_argument("--rounds", type=int, default=3, help="runs per configuration (medians are reported)")
+    parser.add_argument("--keep", action="store_true", help="keep checkpoints and GGUFs")
+    parser.add_argument("--fresh", action="store_true", help="ignore results saved by an earlier run")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    console = Console(stderr=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = Results(args.workdir / "results.json", args.fresh)
+    models = QUICK_MODELS if args.quick else MODELS
+    command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "")
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("machine: copy bandwidth", total=len(models) * len(QUANTS))
+            results.stage("machine", machine, "python -m benchmarks.bandwidth")
+            for preset in models:
+                run_model(results, preset, args.workdir, args.rounds, progress, task)
+                write_report(results.data, models, command, args.output)
+                if not args.keep:
+                    shutil.rmtree(args.workdir / preset / "ckpt", ignore_errors=True)
+                    for f in (args.workdir / preset).glob("*.gguf"):
+                        f.unlink()
+    except SuiteError as e:
+        console.print(f"[red]error:[/red] {e}")
+        write_report(results.data, models, command, args.output)
+        sys.exit(1)
+    console.print(f"wrote {args.output}")

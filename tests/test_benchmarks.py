@@ -1,0 +1,148 @@
+"""The benchmark suite's parts on a tiny model: structure and consistency only, never wall-clock values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gguf import GGUFReader
+
+from benchmarks.bandwidth import copy_bandwidth
+from benchmarks.report import BEGIN, END, render, replace_section, write_report
+from benchmarks.roofline import weight_bytes
+from benchmarks.suite import Results
+
+ROUNDS = 2
+
+
+def test_copy_bandwidth_runs_and_median():
+    b = copy_bandwidth(1 << 20, runs=3, threads=2)
+    assert b.threads == 2 and b.array_bytes == 1 << 20 and len(b.runs_gbps) == 3
+    assert min(b.runs_gbps) <= b.gbps <= max(b.runs_gbps) and b.gbps > 0
+    with pytest.raises(ValueError):
+        copy_bandwidth(1 << 20, runs=0)
+
+
+def test_weight_bytes_match_the_tensor_table(tiny_gguf):
+    _, path = tiny_gguf(qtype="q8_0")
+    tensors = {t.name: int(t.n_bytes) for t in GGUFReader(path).tensors}
+    w = weight_bytes(path)
+    assert w.block == sum(n for name, n in tensors.items() if name.startswith("blk."))
+    assert w.head == tensors["output.weight"] + tensors["output_norm.weight"]
+    assert w.embedding_row * 512 == tensors["token_embd.weight"]  # the tiny preset's vocabulary
+    assert w.block + w.head + w.embedding_row * 512 == sum(tensors.values())
+    assert w.per_token(4) == 4 * w.block + w.head + w.embedding_row
+    assert w.loop_scaling(1) == 1.0 and 1.0 < w.loop_scaling(2) < w.loop_scaling(4) < 4.0
+
+
+def test_results_resume_and_record_the_command(tmp_path):
+    calls = []
+    results = Results(tmp_path / "results.json", fresh=False)
+    results.stage("a", lambda: calls.append(1) or {"x": 1}, "python -m something")
+    again = Results(tmp_path / "results.json", fresh=False)  # a new run resumes
+    assert again.stage("a", lambda: calls.append(2) or {"x": 2}, "python -m something")["x"] == 1
+    assert calls == [1]
+    saved = json.loads((tmp_path / "results.json").read_text())["a"]
+    assert saved["_meta"]["command"] == "python -m something" and len(saved["_meta"]["load_before"]) == 3
+    assert Results(tmp_path / "results.json", fresh=True).data == {}
+
+
+def test_replace_section_keeps_other_sections():
+    doc = "# Benchmarks\n\n## Reliability\n\nkept text\n"
+    once = replace_section(doc, "first")
+    assert once.startswith(doc.rstrip()) and once.count(BEGIN) == once.count(END) == 1
+    twice = replace_section(once + "\n## Later section\n\nalso kept\n", "second")
+    assert "first" not in twice and "second" in twice
+    assert "kept text" in twice and "also kept" in twice and twice.count(BEGIN) == 1
+    assert replace_section("", "body").startswith("# Benchmarks")
+
+
+# ---- the measuring parts, on a tiny GGUF through the patched runtime ---------------------------------
+
+@pytest.fixture(scope="module")
+def measured(tiny_gguf, tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    from runtime import control
+
+    try:
+        control._lib()
+    except control.ControlError as e:
+        pytest.skip(str(e))
+    from benchmarks.exit_speed import measure_exit
+    from benchmarks.gguf_speed import measure_file
+    from benchmarks.reference_speed import reference_speed
+
+    ckpt, path = tiny_gguf(qtype="q8_0")
+    return {
+        "path": path,
+        "speed": measure_file(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1, chat_tokens=5),
+        "exit": measure_exit(path, rounds=ROUNDS, threads=1, context=40),
+        "reference": reference_speed(ckpt, prompt_tokens=8, gen_tokens=3, runs=ROUNDS, threads=1).to_dict(),
+    }
+
+
+def test_file_measurement(measured):
+    s = measured["speed"]
+    assert [r["label"] for r in s["rows"]] == ["T=1", "T=2", "T=3", "T=4"]
+    assert [r["loops"] for r in s["rows"]] == [1, 2, 3, 4]
+    for r in s["rows"]:
+        assert r["prompt_tokens"] == 8 and r["gen_tokens"] == 4
+        assert len(r["prompt_tps_runs"]) == len(r["decode_tps_runs"]) == ROUNDS
+        assert min(r["decode_tps_runs"]) <= r["decode_tps"] <= max(r["decode_tps_runs"])
+    assert s["kv_bytes_per_token_measured"] == s["kv_bytes_per_token"]  # the context's buffer vs the formula
+    assert s["chat"]["generated_tokens"] == 5 and s["chat"]["prompt_tail"].endswith("assistant\n")
+
+
+def test_exit_measurement(measured):
+    e = measured["exit"]
+    rows = {r["label"]: r for r in e["skip"]}
+    assert list(rows) == ["select", "skip k=1", "skip k=2", "skip k=3", "skip q=1.0"]
+    for k in (1, 2, 3):  # the runtime reports the forced exit loop
+        assert rows[f"skip k={k}"]["loops"] == k and rows[f"skip k={k}"]["loops_run_last_decode"] == [k]
+    assert rows["select"]["loops_run_last_decode"] == rows["skip q=1.0"]["loops_run_last_decode"] == [4]
+    assert e["kv_bytes_4096"]["share"] * 4 == e["kv_bytes_4096"]["full"]
+    long = e["long_context"]
+    assert long["context"] == 40 and set(long["decode_tps"]) == {"full", "share"}
+    assert all(len(runs) == ROUNDS for runs in long["runs"].values())
+
+
+def test_reference_measurement(measured):
+    r = measured["reference"]
+    assert r["dtype"] == "bfloat16" and r["threads"] == 1 and r["prompt_tokens"] == 8
+    assert len(r["prompt_tps_runs"]) == len(r["decode_tps_runs"]) == ROUNDS and r["decode_tps"] > 0
+
+
+def _meta(command: str) -> dict:
+    return {"command": command, "load_before": [1.0, 1.0, 1.0], "load_after": [2.0, 2.0, 2.0], "seconds": 1.0,
+            "finished": "2026-11-25 10:00 UTC"}
+
+
+def test_report_from_measurements(measured, tmp_path):
+    path = measured["path"]
+    info = {"info": {"parameters": 123_456, "loops": 4}, "_meta": _meta("ouro info")}
+    data = {
+        "machine": {"cpu": "test CPU", "cores": 2, "python": "3.11",
+                    "bandwidth": [copy_bandwidth(1 << 20, runs=1).to_dict()], "_meta": _meta("bandwidth")},
+        "tiny/q8_0/convert": {"seconds": 1.0, "peak_rss": 1 << 30, "file_bytes": 1 << 20, "_meta": _meta("convert")},
+        "tiny/q8_0/weights": {**weight_bytes(path).to_dict(), "_meta": _meta("weights")},
+        "tiny/q8_0/info": info,
+        "tiny/q8_0/speed": {**measured["speed"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.gguf_speed")},
+        "tiny/q8_0/exit": {**measured["exit"], "_meta": _meta("python -m benchmarks.exit_speed")},
+        "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
+    }
+    text = render(data, ["tiny", "other"], ["q8_0", "q4_k_m"], "python -m benchmarks --quick", ref_model="tiny",
+                  exit_quant="q8_0")
+    for needle in ("python -m benchmarks --quick", "python -m benchmarks.gguf_speed", "python -m benchmarks.exit_speed",
+                   "python -m benchmarks.reference_speed", "load avg", "vs reference", "loop overhead",
+                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "Not measured in this run: other"):
+        assert needle in text, needle
+    speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
+    assert len(speed_table) == 1 + 4  # the files row and one row per loop count
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## Reliability\n\nby another helper\n")
+    write_report(data, ["tiny"], "python -m benchmarks --quick", out)
+    written = out.read_text()
+    assert "by another helper" in written and written.count(BEGIN) == 1
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "benchmarks" / "figures" / "decode_vs_loops.png").stat().st_size > 0
+    assert "](benchmarks/figures/decode_vs_loops.png)" in written
