@@ -30,7 +30,8 @@ class FuzzReport:
         return Counter(o[0] for o in self.outcomes if o is not None)
 
 
-def run_cases(paths: list[Path], list_file: Path, case_timeout: float = 60.0) -> FuzzReport:
+def run_cases(paths: list[Path], list_file: Path, case_timeout: float = 60.0, raw: bool = False) -> FuzzReport:
+    """Run every file through the worker; raw=True skips validate_gguf (llama.cpp alone)."""
     list_file.write_text("".join(f"{p}\n" for p in paths))
     report = FuzzReport(outcomes=[None] * len(paths))
     env = dict(os.environ)
@@ -40,7 +41,7 @@ def run_cases(paths: list[Path], list_file: Path, case_timeout: float = 60.0) ->
         report.workers_started += 1
         stderr_file = list_file.with_suffix(f".stderr{report.workers_started}")
         with stderr_file.open("w") as err:
-            proc = subprocess.Popen([sys.executable, str(WORKER), str(list_file), str(first)],
+            proc = subprocess.Popen([sys.executable, str(WORKER), str(list_file), str(first), *(["--raw"] if raw else [])],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env)
             current = _consume(proc, report, case_timeout)
         if current is None:  # the worker finished its list

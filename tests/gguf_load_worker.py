@@ -1,7 +1,7 @@
 """Fuzz worker: run the GGUF load path (validate_gguf, then llama_cpp.Llama) on many files in one process.
 
-`python gguf_load_worker.py LIST FIRST` reads one file path per line from the file LIST and runs the cases
-from index FIRST on. For each it prints `START <i>` before touching the file and one
+`python gguf_load_worker.py LIST FIRST [--raw]` reads one file path per line from the file LIST and runs
+the cases from index FIRST on; --raw skips validate_gguf (to measure what it protects llama.cpp from). For each it prints `START <i>` before touching the file and one
 result line after, flushing both, so the parent can tell which case killed the process if it dies from a
 signal (an abort inside llama.cpp). Result lines: `RESULT <i> <kind> <detail>` with kind
   rejected   validate_gguf raised GGUFValidationError (the intended outcome for a broken file)
@@ -22,16 +22,19 @@ import llama_cpp  # noqa: E402
 from runtime.validate import GGUFValidationError, validate_gguf  # noqa: E402
 
 
-def run_case(path: str) -> tuple[str, str]:
-    try:
-        summary = validate_gguf(path)
-    except GGUFValidationError as e:
-        return "rejected", str(e)
-    except Exception as e:  # noqa: BLE001 - any other exception is exactly what the fuzzer hunts
-        return "bug", f"{type(e).__name__}: {e}"
+def run_case(path: str, raw: bool = False) -> tuple[str, str]:
+    tokens = [0, 3]
+    if not raw:
+        try:
+            summary = validate_gguf(path)
+        except GGUFValidationError as e:
+            return "rejected", str(e)
+        except Exception as e:  # noqa: BLE001 - any other exception is exactly what the fuzzer hunts
+            return "bug", f"{type(e).__name__}: {e}"
+        tokens = [summary.bos_token_id or 0, min(3, summary.vocab - 1)]
     try:
         llm = llama_cpp.Llama(path, n_ctx=32, n_batch=32, n_threads=1, verbose=False)
-        llm.eval([summary.bos_token_id or 0, min(3, summary.vocab - 1)])
+        llm.eval(tokens)
         llm.close()
     except Exception as e:  # noqa: BLE001
         return "refused", f"{type(e).__name__}: {e}"
@@ -40,9 +43,10 @@ def run_case(path: str) -> tuple[str, str]:
 
 def main() -> None:
     paths = Path(sys.argv[1]).read_text().splitlines()
+    raw = "--raw" in sys.argv[3:]
     for i in range(int(sys.argv[2]), len(paths)):
         print(f"START {i}", flush=True)
-        kind, detail = run_case(paths[i])
+        kind, detail = run_case(paths[i], raw)
         print(f"RESULT {i} {kind} {' '.join(detail.split())[:300]}", flush=True)
 
 
