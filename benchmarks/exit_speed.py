@@ -1,6 +1,7 @@
 """What skip-mode early exit and the loop-shared KV cache buy (issue 5's BENCHMARKS.md lines).
 
     python -m benchmarks.exit_speed MODEL.gguf --out result.json [--rounds 3] [--threads 2]
+    python -m benchmarks.exit_speed MODEL.gguf --out result.json --long-context 3000 [--gen-tokens 32]
 
 - Decode tok/s of select mode (all loops run) against skip mode with the exit forced after loop k
   (threshold 0, min_loops k: the gate's CDF always reaches 0, so every token exits at loop k), k = 1..T-1,
@@ -93,29 +94,41 @@ def long_context_decode(path: str | Path, *, context: int = 3000, gen_tokens: in
             llm.close()
 
 
-def measure_exit(path: str | Path, *, rounds: int = 3, threads: int = 2, context: int = 3000,
-                 on_run: Callable[[str], None] = lambda _: None) -> dict:
-    kv = kv_bytes(path)
-    long = long_context_decode(path, context=context, rounds=rounds, threads=threads, on_run=on_run)
-    return {
-        "file": str(path), "threads": threads, "rounds": rounds,
-        "skip": skip_rows(path, rounds=rounds, threads=threads, on_run=on_run),
-        "kv_bytes_4096": kv,
-        "long_context": {"context": context, "runs": long,
-                         "decode_tps": {name: statistics.median(r) for name, r in long.items()}},
-    }
+def measure_exit(path: str | Path, *, prompt_tokens: int = 64, gen_tokens: int = 64, rounds: int = 3,
+                 threads: int = 2, on_run: Callable[[str], None] = lambda _: None) -> dict:
+    """Select vs skip decode speed and the KV bytes, full vs shared."""
+    return {"file": str(path), "threads": threads, "rounds": rounds,
+            "skip": skip_rows(path, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, rounds=rounds,
+                              threads=threads, on_run=on_run),
+            "kv_bytes_4096": kv_bytes(path)}
+
+
+def measure_long_context(path: str | Path, *, context: int = 3000, gen_tokens: int = 32, rounds: int = 3,
+                         threads: int = 2, on_run: Callable[[str], None] = lambda _: None) -> dict:
+    runs = long_context_decode(path, context=context, gen_tokens=gen_tokens, rounds=rounds, threads=threads,
+                               on_run=on_run)
+    return {"file": str(path), "threads": threads, "rounds": rounds, "context": context, "gen_tokens": gen_tokens,
+            "runs": runs, "decode_tps": {name: statistics.median(r) for name, r in runs.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--context", type=int, default=3000)
+    parser.add_argument("--long-context", type=int, metavar="N",
+                        help="measure only decode with N cached tokens, full vs shared KV")
     args = parser.parse_args(argv)
-    result = measure_exit(args.model, rounds=args.rounds, threads=args.threads, context=args.context,
-                          on_run=lambda label: print(label, flush=True))
+    show = lambda label: print(label, flush=True)  # noqa: E731
+    if args.long_context:
+        result = measure_long_context(args.model, context=args.long_context, gen_tokens=args.gen_tokens,
+                                      rounds=args.rounds, threads=args.threads, on_run=show)
+    else:
+        result = measure_exit(args.model, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
+                              rounds=args.rounds, threads=args.threads, on_run=show)
     args.out.write_text(json.dumps(result, indent=2))
 
 

@@ -1,6 +1,6 @@
 """Prompt and decode speed of the PyTorch reference: the alternative a CPU user has today (issue 8).
 
-    python -m benchmarks.reference_speed CHECKPOINT [--prompt-tokens 512] [--gen-tokens 16] [--runs 3]
+    python -m benchmarks.reference_speed CHECKPOINT [--prompt-tokens 512] [--gen-tokens 16] [--rounds 3]
                                          [--threads 2] [--out result.json]
 
 runtime/reference.py in bf16 with its KV cache, greedy. The prompt pass computes the logits of the last
@@ -88,12 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--gen-tokens", type=int, default=16)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="runs (medians are reported)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
     result = reference_speed(args.checkpoint, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-                             runs=args.runs, threads=args.threads)
+                             runs=args.rounds, threads=args.threads)
     text = json.dumps(result.to_dict(), indent=2)
     if args.out:
         args.out.write_text(text)

@@ -100,7 +100,7 @@ def files_section(data: dict, models: Sequence[str], quants: Sequence[str]) -> l
         "Conversion: `ouro convert CKPT --type Q` in a child process (benchmarks.convert_bench.convert_once), "
         "BF16 safetensors → GGUF, peak RSS of that process. Load: `runtime.load` (page cache warm). Peak RSS "
         "(run): the child `python -m benchmarks.gguf_speed FILE` that loads the file, runs every speed "
-        "measurement below and one chat turn (n_ctx 656). KV/token: the context's KV buffer / its cells, all "
+        "measurement below and one chat turn. KV/token: the context's KV buffer / its cells, all "
         "loops, F16. Chat: the file's template with its own sampling defaults, 32 tokens (end-of-turn "
         "disabled).",
         "",
@@ -132,7 +132,7 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
         "### Prompt and decode speed at T loops",
         "",
         f"`{meta['command']}` (per file; {rounds} rounds, medians): a {data_prompt(data)}-token prompt from an "
-        f"empty cache, then 128 greedy tokens; T set per context (`runtime.control.set_loops`). Bytes/token = "
+        f"empty cache, then {data_gen(data)} greedy tokens; T set per context (`runtime.control.set_loops`). Bytes/token = "
         f"T × block + head + one embedding row (`benchmarks.roofline`); roofline = {bw:.1f} GB/s / bytes per "
         f"token.",
         "",
@@ -148,10 +148,11 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
 
 
 def data_prompt(data: dict) -> int:
-    for key, v in data.items():
-        if key.endswith("/speed"):
-            return v["rows"][0]["prompt_tokens"]
-    return 0
+    return next((v["rows"][0]["prompt_tokens"] for k, v in data.items() if k.endswith("/speed")), 0)
+
+
+def data_gen(data: dict) -> int:
+    return next((v["rows"][0]["gen_tokens"] for k, v in data.items() if k.endswith("/speed")), 0)
 
 
 def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> list[str]:
@@ -230,8 +231,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
                       ",".join(map(str, loops_run))])
     kv = ex["kv_bytes_4096"]
     kv_ratio = kv["share"] / kv["full"]
-    long = ex["long_context"]
-    ltps = long["decode_tps"]
+    long = data.get(f"{ref_model}/{exit_quant}/long_context")
     lines = [
         f"### Early exit that skips compute, and the loop-shared KV cache ({ref_model} {exit_quant.upper()}, 2 threads)",
         "",
@@ -246,12 +246,19 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
         f"KV cache at n_ctx 4096 (the context's buffers, `runtime.control.kv_bytes`): full {_gib(kv['full'])}, "
         f"shared {_gib(kv['share'])}: **{kv_ratio:.3f}×** (goal ≤ {KV_SHARE_GOAL}: {_met(kv_ratio <= KV_SHARE_GOAL)}).",
         "",
-        f"Decode with {long['context']:,} tokens in the cache (all loops; the cache filled at 1 loop to save "
-        f"time, which does not change what a decode step reads): full KV {ltps['full']:.2f} tok/s, shared KV "
-        f"{ltps['share']:.2f} tok/s: shared/full **{ltps['share'] / ltps['full']:.2f}×** (medians of "
-        f"{len(long['runs']['full'])} rounds of 32 tokens).",
-        "",
     ]
+    if long:
+        ltps = long["decode_tps"]
+        lines += [
+            f"Decode with {long['context']:,} tokens in the cache, full vs shared KV (`{long['_meta']['command']}`, "
+            f"load avg {_load(long['_meta'])}; all loops, {long['gen_tokens']} tokens per round, medians of "
+            f"{long['rounds']} rounds taking turns; the cache is filled at 1 loop to save time, which does not "
+            f"change what a decode step reads): full {ltps['full']:.2f} tok/s, shared {ltps['share']:.2f} tok/s: "
+            f"shared/full **{ltps['share'] / ltps['full']:.2f}×**.",
+            "",
+        ]
+    else:
+        lines += ["Decode at a long context, shared vs full KV: not measured in this run.", ""]
     if plot:
         lines += [f"![skip mode decode speed]({plot})", "",
                   "Figure: decode tok/s by exit loop in skip mode against select mode and the ideal T/k "

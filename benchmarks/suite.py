@@ -1,6 +1,7 @@
 """The benchmark suite (issue 8): every published Ouro shape end to end, then BENCHMARKS.md.
 
     nice -n 10 python -m benchmarks [--quick] [--workdir /tmp/ouro-bench] [--rounds 3] [--keep] [--fresh]
+                                    [--prompt-tokens 512] [--gen-tokens 128] [--context 3000]
 
 For each model (1.4b, 2.6b, 1.4b-thinking, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
 checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,9 +54,12 @@ class SuiteError(RuntimeError):
 class Results:
     """results.json in the work directory: one entry per finished stage, saved after each."""
 
-    def __init__(self, path: Path, fresh: bool) -> None:
+    def __init__(self, path: Path, fresh: bool, settings: dict | None = None) -> None:
         self.path = path
         self.data: dict = {} if fresh or not path.is_file() else json.loads(path.read_text())
+        if self.data.get("settings", settings) != settings:
+            self.data = {}  # measured with other sizes: not comparable, start over
+        self.data["settings"] = settings
 
     def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
         if key in self.data:
@@ -110,7 +115,23 @@ def machine() -> dict:
             "bandwidth": [b.to_dict() for b in machine_bandwidth()]}
 
 
-def run_model(results: Results, preset: str, workdir: Path, rounds: int, progress: Progress, task) -> None:
+@dataclass(frozen=True)
+class Workload:
+    """How much each measurement does (the issue's sizes by default)."""
+
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    rounds: int = 3
+    context: int = 3000  # cached tokens for the shared-vs-full KV decode
+    exit_tokens: int = 64  # prompt and decoded tokens of the select/skip comparison
+    reference_gen_tokens: int = 16  # the reference decodes at < 1 tok/s: fewer tokens, same per-token rate
+
+    def child_args(self) -> list[str | int]:
+        return ["--rounds", self.rounds, "--threads", THREADS]
+
+
+def run_model(results: Results, preset: str, workdir: Path, work: Workload, progress: Progress, task) -> None:
+    """One model's stages, the headline ones first so that an interrupted run has them."""
     mdir = workdir / preset
     mdir.mkdir(parents=True, exist_ok=True)
     ckpt = mdir / "ckpt"
@@ -118,42 +139,44 @@ def run_model(results: Results, preset: str, workdir: Path, rounds: int, progres
     def step(description: str) -> None:
         progress.update(task, description=f"{preset}: {description}")
 
-    for q in QUANTS:
+    def child(key: str, module: str, target: Path, *args: str | int | Path) -> None:
+        name = key.replace("/", "-")
+        cmd = _python(module, target, "--out", mdir / f"{name}.json", *args, *work.child_args())
+        step(f"{module} {target.name}")
+        results.stage(key, lambda: child_json(cmd, mdir / f"{name}.json", mdir / f"{name}.log"), _shown(cmd))
+
+    def converted(q: str) -> Path:
         gguf = mdir / f"bench-{q}.gguf"
-        key = f"{preset}/{q}"
-        stages = ["convert", "weights", "info", "speed"] + (["exit"] if preset == REFERENCE_MODEL and q == EXIT_QUANT else [])
-        pending = [s for s in stages if f"{key}/{s}" not in results.data]
-        if pending and not gguf.is_file():
-            results.data.pop(f"{key}/convert", None)  # the file is gone (deleted after an earlier run): remake it
-        if pending:
-            step(f"checkpoint, convert {q}")
-            results.stage(f"{key}/convert", lambda: _convert(ensure_checkpoint(preset, ckpt), q, mdir),
-                          f"ouro convert {ckpt} --type {q} (timed by benchmarks.convert_bench.convert_once)")
-            results.stage(f"{key}/weights", lambda: weight_bytes(gguf).to_dict(), "benchmarks.roofline.weight_bytes")
-            step(f"ouro info {q}")
-            results.stage(f"{key}/info", lambda: ouro_info(gguf), f"ouro info {gguf} --json")
-            step(f"speed {q}: T=1..4, {rounds} rounds")
-            cmd = _python("benchmarks.gguf_speed", gguf, "--out", mdir / f"speed-{q}.json", "--rounds", rounds,
-                          "--threads", THREADS)
-            results.stage(f"{key}/speed", lambda: child_json(cmd, mdir / f"speed-{q}.json", mdir / f"speed-{q}.log"),
-                          _shown(cmd))
-            if "exit" in stages:
-                step("early exit and shared KV")
-                cmd = _python("benchmarks.exit_speed", gguf, "--out", mdir / "exit.json", "--rounds", rounds,
-                              "--threads", THREADS)
-                results.stage(f"{key}/exit", lambda: child_json(cmd, mdir / "exit.json", mdir / "exit.log"),
-                              _shown(cmd))
+        if not gguf.is_file():
+            results.data.pop(f"{preset}/{q}/convert", None)  # deleted after an earlier run: remake it
+        step(f"convert to {q}")
+        results.stage(f"{preset}/{q}/convert", lambda: _convert(ensure_checkpoint(preset, ckpt), q, mdir),
+                      f"ouro convert {ckpt} --type {q} (timed by benchmarks.convert_bench.convert_once)")
+        results.stage(f"{preset}/{q}/weights", lambda: weight_bytes(gguf).to_dict(), "benchmarks.roofline.weight_bytes")
+        results.stage(f"{preset}/{q}/info", lambda: ouro_info(gguf), f"ouro info {gguf} --json")
+        return gguf
+
+    def pending(*keys: str) -> bool:
+        return any(k not in results.data for k in keys)
+
+    for q in QUANTS:
+        if pending(f"{preset}/{q}/speed"):
+            child(f"{preset}/{q}/speed", "benchmarks.gguf_speed", converted(q),
+                  "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.gen_tokens)
         progress.advance(task)
-    if preset == REFERENCE_MODEL:
-        step("PyTorch reference (bf16)")
-        cmd = _python("benchmarks.reference_speed", ckpt, "--out", mdir / "reference.json", "--runs", rounds,
-                      "--threads", THREADS)
-
-        def reference() -> dict:
-            ensure_checkpoint(preset, ckpt)
-            return child_json(cmd, mdir / "reference.json", mdir / "reference.log")
-
-        results.stage(f"{preset}/reference", reference, _shown(cmd))
+    if preset != REFERENCE_MODEL:
+        return
+    exit_key = f"{preset}/{EXIT_QUANT}"
+    if pending(f"{exit_key}/exit"):
+        child(f"{exit_key}/exit", "benchmarks.exit_speed", converted(EXIT_QUANT),
+              "--prompt-tokens", work.exit_tokens, "--gen-tokens", work.exit_tokens)
+    if pending(f"{preset}/reference"):
+        ensure_checkpoint(preset, ckpt)
+        child(f"{preset}/reference", "benchmarks.reference_speed", ckpt,
+              "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.reference_gen_tokens)
+    if pending(f"{exit_key}/long_context"):
+        child(f"{exit_key}/long_context", "benchmarks.exit_speed", converted(EXIT_QUANT),
+              "--long-context", work.context, "--gen-tokens", 32)
 
 
 def _convert(ckpt: Path, qtype: str, outdir: Path) -> dict:
@@ -164,26 +187,38 @@ def _convert(ckpt: Path, qtype: str, outdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    default = Workload()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the 1.4b model only")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ouro-bench"))
-    parser.add_argument("--rounds", type=int, default=3, help="runs per configuration (medians are reported)")
+    parser.add_argument("--rounds", type=int, default=default.rounds, help="runs per configuration (medians)")
+    parser.add_argument("--prompt-tokens", type=int, default=default.prompt_tokens)
+    parser.add_argument("--gen-tokens", type=int, default=default.gen_tokens)
+    parser.add_argument("--context", type=int, default=default.context,
+                        help="cached tokens for the shared-vs-full KV decode")
     parser.add_argument("--keep", action="store_true", help="keep checkpoints and GGUFs")
     parser.add_argument("--fresh", action="store_true", help="ignore results saved by an earlier run")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
 
+    work = Workload(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, rounds=args.rounds,
+                    context=args.context)
     console = Console(stderr=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(args.workdir / "results.json", args.fresh)
+    results = Results(args.workdir / "results.json", args.fresh, settings=asdict(work))
     models = QUICK_MODELS if args.quick else MODELS
-    command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "")
+    flags = {"rounds": work.rounds, "prompt-tokens": work.prompt_tokens, "gen-tokens": work.gen_tokens,
+             "context": work.context}
+    defaults = {"rounds": default.rounds, "prompt-tokens": default.prompt_tokens, "gen-tokens": default.gen_tokens,
+                "context": default.context}
+    command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
+        f" --{flag} {value}" for flag, value in flags.items() if value != defaults[flag])
     try:
         with Progress(console=console) as progress:
             task = progress.add_task("machine: copy bandwidth", total=len(models) * len(QUANTS))
             results.stage("machine", machine, "python -m benchmarks.bandwidth")
             for preset in models:
-                run_model(results, preset, args.workdir, args.rounds, progress, task)
+                run_model(results, preset, args.workdir, work, progress, task)
                 write_report(results.data, models, command, args.output)
                 if not args.keep:
                     shutil.rmtree(args.workdir / preset / "ckpt", ignore_errors=True)

@@ -37,14 +37,16 @@ def test_weight_bytes_match_the_tensor_table(tiny_gguf):
 
 def test_results_resume_and_record_the_command(tmp_path):
     calls = []
-    results = Results(tmp_path / "results.json", fresh=False)
+    path = tmp_path / "results.json"
+    results = Results(path, fresh=False, settings={"rounds": 3})
     results.stage("a", lambda: calls.append(1) or {"x": 1}, "python -m something")
-    again = Results(tmp_path / "results.json", fresh=False)  # a new run resumes
+    again = Results(path, fresh=False, settings={"rounds": 3})  # a new run with the same sizes resumes
     assert again.stage("a", lambda: calls.append(2) or {"x": 2}, "python -m something")["x"] == 1
     assert calls == [1]
-    saved = json.loads((tmp_path / "results.json").read_text())["a"]
+    saved = json.loads(path.read_text())["a"]
     assert saved["_meta"]["command"] == "python -m something" and len(saved["_meta"]["load_before"]) == 3
-    assert Results(tmp_path / "results.json", fresh=True).data == {}
+    assert "a" not in Results(path, fresh=False, settings={"rounds": 2}).data  # other sizes: start over
+    assert "a" not in Results(path, fresh=True, settings={"rounds": 3}).data
 
 
 def test_replace_section_keeps_other_sections():
@@ -68,7 +70,7 @@ def measured(tiny_gguf, tmp_path_factory):
         control._lib()
     except control.ControlError as e:
         pytest.skip(str(e))
-    from benchmarks.exit_speed import measure_exit
+    from benchmarks.exit_speed import measure_exit, measure_long_context
     from benchmarks.gguf_speed import measure_file
     from benchmarks.reference_speed import reference_speed
 
@@ -76,7 +78,8 @@ def measured(tiny_gguf, tmp_path_factory):
     return {
         "path": path,
         "speed": measure_file(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1, chat_tokens=5),
-        "exit": measure_exit(path, rounds=ROUNDS, threads=1, context=40),
+        "exit": measure_exit(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1),
+        "long": measure_long_context(path, context=40, gen_tokens=3, rounds=ROUNDS, threads=1),
         "reference": reference_speed(ckpt, prompt_tokens=8, gen_tokens=3, runs=ROUNDS, threads=1).to_dict(),
     }
 
@@ -100,9 +103,10 @@ def test_exit_measurement(measured):
     for k in (1, 2, 3):  # the runtime reports the forced exit loop
         assert rows[f"skip k={k}"]["loops"] == k and rows[f"skip k={k}"]["loops_run_last_decode"] == [k]
     assert rows["select"]["loops_run_last_decode"] == rows["skip q=1.0"]["loops_run_last_decode"] == [4]
+    assert rows["skip k=1"]["gen_tokens"] == 4
     assert e["kv_bytes_4096"]["share"] * 4 == e["kv_bytes_4096"]["full"]
-    long = e["long_context"]
-    assert long["context"] == 40 and set(long["decode_tps"]) == {"full", "share"}
+    long = measured["long"]
+    assert long["context"] == 40 and long["gen_tokens"] == 3 and set(long["decode_tps"]) == {"full", "share"}
     assert all(len(runs) == ROUNDS for runs in long["runs"].values())
 
 
@@ -128,13 +132,14 @@ def test_report_from_measurements(measured, tmp_path):
         "tiny/q8_0/info": info,
         "tiny/q8_0/speed": {**measured["speed"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.gguf_speed")},
         "tiny/q8_0/exit": {**measured["exit"], "_meta": _meta("python -m benchmarks.exit_speed")},
+        "tiny/q8_0/long_context": {**measured["long"], "_meta": _meta("python -m benchmarks.exit_speed --long-context 40")},
         "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
     }
     text = render(data, ["tiny", "other"], ["q8_0", "q4_k_m"], "python -m benchmarks --quick", ref_model="tiny",
                   exit_quant="q8_0")
     for needle in ("python -m benchmarks --quick", "python -m benchmarks.gguf_speed", "python -m benchmarks.exit_speed",
                    "python -m benchmarks.reference_speed", "load avg", "vs reference", "loop overhead",
-                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "Not measured in this run: other"):
+                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 40", "Not measured in this run: other"):
         assert needle in text, needle
     speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
     assert len(speed_table) == 1 + 4  # the files row and one row per loop count
