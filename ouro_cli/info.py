@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ouro_cli import model_options as opt
 from ouro_cli.main import app
+from runtime.memory_plan import KV_TYPES, plan_memory, plan_rows
 from runtime.validate import GGUFSummary, validate_gguf
 
 
@@ -67,7 +68,7 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
-def render(console: Console, s: GGUFSummary, n_ctx: int) -> None:
+def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[str, str]] = ()) -> None:
     hb = opt.human_bytes
     table = Table(title=f"{s.path.name}", show_header=False, title_justify="left", box=None, padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)
@@ -103,7 +104,7 @@ def render(console: Console, s: GGUFSummary, n_ctx: int) -> None:
     ]
     if s.kv_share:
         rows.append(("kv", "the file asks for loop-shared KV (ouro.kv_share)"))
-    for k, v in rows:
+    for k, v in [*rows, *extra_rows]:
         table.add_row(k, v)
     console.print(table)
 
@@ -113,6 +114,8 @@ def info(
     file: Annotated[str, typer.Argument(help="An Ouro GGUF file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context length for the memory estimate.")] = opt.DEFAULT_CTX,
+    kv: Annotated[opt.KvMode, typer.Option("--kv", help="KV policy for the memory plan: full or share.")] = opt.KvMode["full"],
+    kv_type: Annotated[str, typer.Option("--kv-type", help=f"KV cache type for the memory plan: {', '.join(KV_TYPES)}.")] = "f16",
 ) -> None:
     """Show an Ouro GGUF's architecture, loops, exit gate, quantization, chat template and memory needs."""
     err = Console(stderr=True, highlight=False)
@@ -120,7 +123,8 @@ def info(
         if ctx < 1:
             raise typer.BadParameter("--ctx must be at least 1")
         summary = validate_gguf(file)
+        plan = plan_memory(summary, ctx, kv=kv.value, kv_type=kv_type)  # runtime/memory_plan.py
     if as_json:
-        print(json.dumps(info_dict(summary, ctx), ensure_ascii=False, indent=2))
+        print(json.dumps({**info_dict(summary, ctx), "memory_plan": plan.to_dict()}, ensure_ascii=False, indent=2))
     else:
-        render(Console(highlight=False), summary, ctx)
+        render(Console(highlight=False), summary, ctx, plan_rows(plan))
