@@ -18,6 +18,3 @@ import ouro_cli.serve  # noqa: E402,F401  (registers `ouro serve`)
 
 from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
 app.add_typer(runtime_app, name="runtime")
-
-if __name__ == "__main__":
-    app()

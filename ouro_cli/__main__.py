@@ -1,0 +1,5 @@
+"""`python -m ouro_cli`: the same app as the `ouro` command (importing main registers every command)."""
+
+from ouro_cli.main import app
+
+app()
