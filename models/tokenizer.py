@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
+# The one ChatML template of the project lives with the converter, which must not need `tokenizers`.
+from convert.chat_template import chatml_template as chat_template  # noqa: F401  (re-exported)
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 # SmolLM2's special tokens, in id order (ids 0..16).
@@ -159,30 +161,6 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     assert tokenizer.get_vocab_size() == vocab_size
     return tokenizer
-
-
-def chat_template(thinking: bool) -> str:
-    """ChatML as Jinja, for HF `apply_chat_template` and llama.cpp / llama-cpp-python alike.
-
-    Thinking models get `<think>\\n` after the generation prompt (they never open it themselves)
-    unless the caller passes `enable_thinking=False`.
-    """
-    think = (
-        "{%- if not (enable_thinking is defined and enable_thinking is false) -%}"
-        "{{- '<think>\\n' -}}"
-        "{%- endif -%}"
-        if thinking
-        else ""
-    )
-    return (
-        "{%- for message in messages -%}"
-        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}"
-        "{{- '<|im_start|>assistant\\n' -}}"
-        f"{think}"
-        "{%- endif -%}"
-    )
 
 
 def _token_entry(content: str) -> dict[str, object]:
