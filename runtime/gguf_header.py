@@ -228,13 +228,49 @@ def _read_field(cur: _Cursor, index: int) -> Field:
             f"truncated or corrupt: array {key!r} declares {n} items but only {cur.remaining} bytes remain"
         )
     if item_type == ValueType.STRING:
-        value: Any = [cur.string(f"item {j} of {key!r}") for j in range(n)]
+        value: Any = _string_array(cur, n, key)
     else:
         dtype = np.dtype(_NUMPY_DTYPES[item_type])
         value = np.frombuffer(cur.take(n * dtype.itemsize, f"array {key!r}"), dtype=dtype).copy()
         if item_type == ValueType.BOOL and value.size and value.max() > 1:
             raise GGUFFormatError(f"array {key!r} holds a boolean that is neither 0 nor 1")
     return Field(key, ValueType.ARRAY, value, item_type)
+
+
+_U64 = struct.Struct("<Q")
+
+
+def _string_array(cur: _Cursor, n: int, key: str) -> list[str]:
+    """n length-prefixed strings: the same checks as _Cursor.string in one tight loop (a vocabulary
+    and its merges are ~100k strings)."""
+    buf, pos, size = cur.buf, cur.pos, cur.size
+    raw = []
+    for j in range(n):
+        if size - pos < 8:
+            raise GGUFFormatError(f"truncated: item {j} of {key!r} at offset {pos}")
+        (length,) = _U64.unpack_from(buf, pos)
+        pos += 8
+        if length > size - pos:
+            raise GGUFFormatError(
+                f"truncated or corrupt: item {j} of {key!r} declares {length} bytes at offset {pos}, "
+                f"but only {size - pos} remain in the file"
+            )
+        raw.append(buf[pos:pos + length])
+        pos += length
+    cur.pos = pos
+    try:
+        return [b.decode("utf-8") for b in raw]
+    except UnicodeDecodeError:
+        bad = next(j for j, b in enumerate(raw) if not _is_utf8(b))
+        raise GGUFFormatError(f"item {bad} of {key!r} is not valid UTF-8") from None
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _read_scalar(cur: _Cursor, vtype: ValueType, key: str) -> Any:

@@ -33,7 +33,7 @@ def run_case(path: str, raw: bool = False) -> tuple[str, str]:
             return "bug", f"{type(e).__name__}: {e}"
         tokens = [summary.bos_token_id or 0, min(3, summary.vocab - 1)]
     try:
-        llm = llama_cpp.Llama(path, n_ctx=32, n_batch=32, n_threads=1, verbose=False)
+        llm = llama_cpp.Llama(path, n_ctx=32, n_batch=32, n_threads=1, n_threads_batch=1, verbose=False)
         llm.eval(tokens)
         llm.close()
     except Exception as e:  # noqa: BLE001

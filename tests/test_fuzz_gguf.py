@@ -27,10 +27,10 @@ from gguf_edit import rewrite_gguf
 pytest.importorskip("llama_cpp")
 
 SEED = 20261125
-N_SITE_INTS = 380
-N_BYTE_FLIPS = 160
-N_DATA_FLIPS = 40
-N_TRUNCATIONS = 140
+N_SITE_INTS = 440
+N_BYTE_FLIPS = 200
+N_DATA_FLIPS = 30
+N_TRUNCATIONS = 160
 N_RANDOM_KEYS = 200
 
 
