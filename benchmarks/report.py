@@ -34,6 +34,10 @@ def _load(meta: dict) -> str:
     return f"{meta['load_before'][0]:.1f} → {meta['load_after'][0]:.1f}"
 
 
+def _threads(data: dict) -> str:
+    return str((data.get("settings") or {}).get("threads", "?"))
+
+
 def _met(ok: bool) -> str:
     return "**met**" if ok else "not met"
 
@@ -71,7 +75,8 @@ def machine_section(data: dict, command: str) -> list[str]:
         "average before → after its measurement (2 cores: anything above 2 means our threads waited). "
         "Ratios are measured in the same run, configurations taking turns round by round, so drifting load "
         "hits them alike; absolute tok/s are pessimistic. Checkpoints are full-shape with random weights "
-        "(models/synthetic.py): speed does not depend on the values. All runs use 2 threads.",
+        f"(models/synthetic.py): speed does not depend on the values. Threads for every runtime and the "
+        f"reference: {_threads(data)}.",
         "",
     ]
 
@@ -209,6 +214,31 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
     return lines
 
 
+def tuning_section(data: dict, ref_model: str) -> list[str]:
+    tuning, ref = data.get(f"{ref_model}/prompt_tuning"), data.get(f"{ref_model}/reference")
+    if not tuning:
+        return ["**Prompt pass, what was tried:** not measured in this run.", ""]
+    rows = tuning["rows"]
+    base = rows[0]
+    t_max = data.get(f"{ref_model}/{base['file']}/speed", {}).get("loops", 4)
+    table = []
+    for r in rows:
+        implied = r["prompt_tps"] / t_max  # prompt cost is T× that of one loop
+        table.append([r["file"].upper(), r["n_ubatch"], r["threads"], f"{r['prompt_tps']:.1f}",
+                      f"{r['prompt_tps'] / base['prompt_tps']:.2f}×",
+                      f"{implied / ref['prompt_tps']:.2f}×" if ref else "–"])
+    return [
+        f"**Prompt pass, what was tried** (`{tuning['_meta']['command']}`, load avg {_load(tuning['_meta'])}): "
+        f"a {base['prompt_tokens']}-token prompt at 1 loop (prompt cost is T× one loop's, so the ratios hold at "
+        f"every T), each configuration its own context, taking turns, medians of {tuning['rounds']} rounds. "
+        f"The last column divides by T = {t_max} and compares with the reference's prompt speed.",
+        "",
+        *_table(["weights", "n_ubatch", "threads", "prompt tok/s at 1 loop", "vs first row",
+                 f"implied at T={t_max} vs reference"], table),
+        "",
+    ]
+
+
 def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) -> list[str]:
     ex = data.get(f"{ref_model}/{exit_quant}/exit")
     if not ex:
@@ -233,7 +263,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
     kv_ratio = kv["share"] / kv["full"]
     long = data.get(f"{ref_model}/{exit_quant}/long_context")
     lines = [
-        f"### Early exit that skips compute, and the loop-shared KV cache ({ref_model} {exit_quant.upper()}, 2 threads)",
+        f"### Early exit that skips compute, and the loop-shared KV cache ({ref_model} {exit_quant.upper()}, {_threads(data)} thread(s))",
         "",
         f"`{ex['_meta']['command']}` (load avg {_load(ex['_meta'])}). Decode tok/s after a "
         f"{select['prompt_tokens']}-token prompt, {select['gen_tokens']} tokens, medians of {ex['rounds']} rounds "
@@ -275,6 +305,7 @@ def render(data: dict, models: Sequence[str], quants: Sequence[str], command: st
              *files_section(data, models, quants),
              *speed_section(data, models, quants, plots.get("loops")),
              *comparisons_section(data, quants, ref_model),
+             *tuning_section(data, ref_model),
              *exit_section(data, ref_model, exit_quant, plots.get("skip"))]
     missing = [m for m in models if not any(k.startswith(f"{m}/") and k.endswith("/speed") for k in data)]
     if missing:

@@ -1,7 +1,7 @@
 """The benchmark suite (issue 8): every published Ouro shape end to end, then BENCHMARKS.md.
 
     nice -n 10 python -m benchmarks [--quick] [--workdir /tmp/ouro-bench] [--rounds 3] [--keep] [--fresh]
-                                    [--prompt-tokens 512] [--gen-tokens 128] [--context 3000]
+                                    [--prompt-tokens 512] [--gen-tokens 128] [--context 3000] [--threads 2]
 
 For each model (1.4b, 2.6b, 1.4b-thinking, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
 checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
@@ -44,7 +44,7 @@ QUICK_MODELS = ("1.4b",)
 QUANTS = ("q8_0", "q4_k_m")
 REFERENCE_MODEL = "1.4b"  # the reference and issue 5's lines run on this shape only
 EXIT_QUANT = "q4_k_m"
-THREADS = 2
+TUNING_EXTRA_QUANT = "q4_0"  # tried for the prompt pass: ggml's repacked Q4_0 GEMM kernels
 
 
 class SuiteError(RuntimeError):
@@ -123,11 +123,12 @@ class Workload:
     gen_tokens: int = 128
     rounds: int = 3
     context: int = 3000  # cached tokens for the shared-vs-full KV decode
-    exit_tokens: int = 64  # prompt and decoded tokens of the select/skip comparison
+    threads: int = 2
+    exit_prompt_tokens: int = 16  # select vs skip compares decode only: a short prompt
     reference_gen_tokens: int = 16  # the reference decodes at < 1 tok/s: fewer tokens, same per-token rate
 
     def child_args(self) -> list[str | int]:
-        return ["--rounds", self.rounds, "--threads", THREADS]
+        return ["--rounds", self.rounds, "--threads", self.threads]
 
 
 def run_model(results: Results, preset: str, workdir: Path, work: Workload, progress: Progress, task) -> None:
@@ -139,10 +140,10 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
     def step(description: str) -> None:
         progress.update(task, description=f"{preset}: {description}")
 
-    def child(key: str, module: str, target: Path, *args: str | int | Path) -> None:
+    def child(key: str, module: str, *args: str | int | Path) -> None:
         name = key.replace("/", "-")
-        cmd = _python(module, target, "--out", mdir / f"{name}.json", *args, *work.child_args())
-        step(f"{module} {target.name}")
+        cmd = _python(module, *args, "--out", mdir / f"{name}.json", *work.child_args())
+        step(f"{module}")
         results.stage(key, lambda: child_json(cmd, mdir / f"{name}.json", mdir / f"{name}.log"), _shown(cmd))
 
     def converted(q: str) -> Path:
@@ -169,14 +170,17 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
     exit_key = f"{preset}/{EXIT_QUANT}"
     if pending(f"{exit_key}/exit"):
         child(f"{exit_key}/exit", "benchmarks.exit_speed", converted(EXIT_QUANT),
-              "--prompt-tokens", work.exit_tokens, "--gen-tokens", work.exit_tokens)
+              "--prompt-tokens", work.exit_prompt_tokens, "--gen-tokens", work.gen_tokens)
     if pending(f"{preset}/reference"):
         ensure_checkpoint(preset, ckpt)
         child(f"{preset}/reference", "benchmarks.reference_speed", ckpt,
               "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.reference_gen_tokens)
     if pending(f"{exit_key}/long_context"):
         child(f"{exit_key}/long_context", "benchmarks.exit_speed", converted(EXIT_QUANT),
-              "--long-context", work.context, "--gen-tokens", 32)
+              "--long-context", work.context, "--gen-tokens", work.gen_tokens)
+    if pending(f"{preset}/prompt_tuning"):
+        files = [f"--file={q}={converted(q)}" for q in (*QUANTS, TUNING_EXTRA_QUANT)]
+        child(f"{preset}/prompt_tuning", "benchmarks.prompt_tuning", *files, "--prompt-tokens", work.prompt_tokens)
 
 
 def _convert(ckpt: Path, qtype: str, outdir: Path) -> dict:
@@ -196,21 +200,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gen-tokens", type=int, default=default.gen_tokens)
     parser.add_argument("--context", type=int, default=default.context,
                         help="cached tokens for the shared-vs-full KV decode")
+    parser.add_argument("--threads", type=int, default=default.threads,
+                        help="CPU threads of every runtime and of the reference")
     parser.add_argument("--keep", action="store_true", help="keep checkpoints and GGUFs")
     parser.add_argument("--fresh", action="store_true", help="ignore results saved by an earlier run")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
 
     work = Workload(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, rounds=args.rounds,
-                    context=args.context)
+                    context=args.context, threads=args.threads)
     console = Console(stderr=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = Results(args.workdir / "results.json", args.fresh, settings=asdict(work))
     models = QUICK_MODELS if args.quick else MODELS
     flags = {"rounds": work.rounds, "prompt-tokens": work.prompt_tokens, "gen-tokens": work.gen_tokens,
-             "context": work.context}
+             "context": work.context, "threads": work.threads}
     defaults = {"rounds": default.rounds, "prompt-tokens": default.prompt_tokens, "gen-tokens": default.gen_tokens,
-                "context": default.context}
+                "context": default.context, "threads": default.threads}
     command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
         f" --{flag} {value}" for flag, value in flags.items() if value != defaults[flag])
     try:

@@ -72,10 +72,13 @@ def measured(tiny_gguf, tmp_path_factory):
         pytest.skip(str(e))
     from benchmarks.exit_speed import measure_exit, measure_long_context
     from benchmarks.gguf_speed import measure_file
+    from benchmarks.prompt_tuning import tune_prompt
     from benchmarks.reference_speed import reference_speed
 
     ckpt, path = tiny_gguf(qtype="q8_0")
+    _, q4 = tiny_gguf(qtype="q4_0")
     return {
+        "tuning": tune_prompt({"q8_0": path, "q4_0": q4}, prompt_tokens=8, rounds=ROUNDS, threads=1),
         "path": path,
         "speed": measure_file(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1, chat_tokens=5),
         "exit": measure_exit(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1),
@@ -110,6 +113,14 @@ def test_exit_measurement(measured):
     assert all(len(runs) == ROUNDS for runs in long["runs"].values())
 
 
+def test_prompt_tuning_configurations(measured):
+    rows = measured["tuning"]
+    assert [(r["file"], r["n_ubatch"], r["threads"]) for r in rows] == [
+        ("q8_0", 512, 1), ("q4_0", 512, 1), ("q8_0", 32, 1), ("q8_0", 512, 2)]
+    for r in rows:
+        assert r["loops"] == 1 and r["prompt_tokens"] == 8 and len(r["prompt_tps_runs"]) == ROUNDS
+
+
 def test_reference_measurement(measured):
     r = measured["reference"]
     assert r["dtype"] == "bfloat16" and r["threads"] == 1 and r["prompt_tokens"] == 8
@@ -133,13 +144,15 @@ def test_report_from_measurements(measured, tmp_path):
         "tiny/q8_0/speed": {**measured["speed"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.gguf_speed")},
         "tiny/q8_0/exit": {**measured["exit"], "_meta": _meta("python -m benchmarks.exit_speed")},
         "tiny/q8_0/long_context": {**measured["long"], "_meta": _meta("python -m benchmarks.exit_speed --long-context 40")},
+        "tiny/prompt_tuning": {"rows": measured["tuning"], "threads": 1, "rounds": ROUNDS,
+                               "_meta": _meta("python -m benchmarks.prompt_tuning")},
         "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
     }
     text = render(data, ["tiny", "other"], ["q8_0", "q4_k_m"], "python -m benchmarks --quick", ref_model="tiny",
                   exit_quant="q8_0")
     for needle in ("python -m benchmarks --quick", "python -m benchmarks.gguf_speed", "python -m benchmarks.exit_speed",
                    "python -m benchmarks.reference_speed", "load avg", "vs reference", "loop overhead",
-                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 40", "Not measured in this run: other"):
+                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 40", "python -m benchmarks.prompt_tuning", "implied at T=4 vs reference", "Not measured in this run: other"):
         assert needle in text, needle
     speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
     assert len(speed_table) == 1 + 4  # the files row and one row per loop count
