@@ -20,6 +20,8 @@ from rich.markup import escape
 
 from runtime.api import EXIT_MODES, KV_MODES, OuroModel, load
 from runtime.errors import OuroRuntimeError
+from runtime.memory_plan import KV_TYPES, available_memory, fit_warning, plan_memory
+from runtime.validate import validate_gguf
 
 ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
 KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
@@ -41,6 +43,7 @@ Loops = Annotated[Optional[int], typer.Option("--loops", help="Loops per token (
 ExitThreshold = Annotated[Optional[float], typer.Option("--exit-threshold", help="Q-exit threshold in [0, 1] (default: the file's; 1 = always the last loop).", rich_help_panel=_R)]
 ExitModeOpt = Annotated[ExitMode, typer.Option("--exit-mode", help="select: run every loop, read the exit loop; skip: stop computing at the exit.", rich_help_panel=_R)]
 KvOpt = Annotated[KvMode, typer.Option("--kv", help="full: one KV slot per loop and layer; share: generated tokens keep only their last loop's.", rich_help_panel=_R)]
+Phone = Annotated[bool, typer.Option("--phone", help="Small-memory preset: --kv share, a q8_0 KV cache, --ctx 2048, 4 threads (replaces those options).", rich_help_panel=_R)]
 
 
 def sampling(*, temp: float | None, top_p: float | None, top_k: int | None, min_p: float | None,
@@ -60,7 +63,8 @@ class OpenedModel:
 
 
 def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int | None,
-               exit_threshold: float | None, exit_mode: ExitMode, kv: KvMode, console: Console) -> OpenedModel:
+               exit_threshold: float | None, exit_mode: ExitMode, kv: KvMode, console: Console,
+               kv_type: str = "f16") -> OpenedModel:
     """Load MODEL, or with none the embedded model (converted into the cache on first use)."""
     synthetic = False
     if path is None:
@@ -70,8 +74,17 @@ def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int
         file, label, synthetic = embedded.gguf, embedded.label, embedded.synthetic
     else:
         file, label = Path(path), path
+    summary = validate_gguf(file)
+    if summary.head_dim % KV_TYPES[kv_type][1]:  # --phone on a model whose heads a q8_0 block cannot split
+        console.print(f"[dim]a {kv_type} KV cache needs heads of a multiple of {KV_TYPES[kv_type][1]} values "
+                      f"(this model: {summary.head_dim}): using f16[/dim]")
+        kv_type = "f16"
+    # Warn before loading: a KV cache that does not fit can get the process killed while it is allocated.
+    warning = fit_warning(plan_memory(summary, ctx, kv=kv.value, kv_type=kv_type, loops=loops), available_memory())
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     model = load(file, n_ctx=ctx, loops=loops, exit_threshold=exit_threshold, exit_mode=exit_mode.value,
-                 kv=kv.value, n_threads=threads)
+                 kv=kv.value, n_threads=threads, kv_type=kv_type)
     return OpenedModel(model, label, synthetic)
 
 

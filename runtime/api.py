@@ -32,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runtime.errors import OuroRuntimeError
 from runtime.kv import kv_bytes_per_token
+from runtime.memory_plan import GGML_TYPE_IDS, KV_TYPES, needs_flash_attn, plan_memory
 from runtime.sampling import SamplingParams
 from runtime.validate import MAX_LOGICAL_LAYERS, MAX_LOOPS, GGUFSummary, validate_gguf
 
@@ -40,6 +41,9 @@ KV_MODES = ("full", "share")
 # Thinking templates open the block after the assistant header; the model writes the rest and "</think>".
 THINK_OPEN = "<think>\n"
 Message = Mapping[str, str]
+# Small-memory settings (`ouro chat --phone`), as load() arguments: loop-shared KV (T x less KV), a q8_0
+# KV cache (half of F16 again; it runs with flash attention), a small context, 4 threads.
+PHONE_PRESET: Mapping[str, Any] = {"n_ctx": 2048, "kv": "share", "kv_type": "q8_0", "n_threads": 4}
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -52,6 +56,7 @@ class RuntimeSettings:
     exit_threshold: float | None = None
     exit_mode: str = "select"
     kv: str = "full"
+    kv_type: str = "f16"  # KV cache element type (runtime.memory_plan.KV_TYPES)
 
     def __post_init__(self) -> None:
         if self.loops is not None and (isinstance(self.loops, bool) or not 1 <= self.loops <= MAX_LOOPS):
@@ -62,6 +67,8 @@ class RuntimeSettings:
             raise OuroRuntimeError(f"exit mode must be one of {', '.join(EXIT_MODES)}, got {self.exit_mode!r}")
         if self.kv not in KV_MODES:
             raise OuroRuntimeError(f"kv must be one of {', '.join(KV_MODES)}, got {self.kv!r}")
+        if self.kv_type not in KV_TYPES:
+            raise OuroRuntimeError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}")
 
 
 # -------------------------------------------------------------------------------------------- results
@@ -185,12 +192,16 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: in
         overrides["ouro.num_loops"] = int(settings.loops)
     if settings.exit_threshold is not None:
         overrides["ouro.early_exit_threshold"] = float(settings.exit_threshold)
+    if settings.kv == "share":
+        overrides["ouro.kv_share"] = True  # patch 0003
+    cache_type = GGML_TYPE_IDS[settings.kv_type]
     try:
         return _metered_llama_class()(
             # One thread count for decode and prompt batches: llama-cpp-python would otherwise use every
             # core for batches, which on a busy machine stalls its spinning thread barriers for seconds.
             str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
             kv_overrides=overrides or None, verbose=False,
+            type_k=cache_type, type_v=cache_type, flash_attn=needs_flash_attn(settings.kv_type),
         )
     except ValueError as e:
         raise OuroRuntimeError(f"{path}: llama.cpp cannot load it ({e}); is it an Ouro GGUF, and is the "
@@ -262,11 +273,8 @@ class OuroModel:
         (the weights are mmapped, so that is quick; the KV cache starts empty). This method is the one
         place to change once the runtime can set loops and the exit per context.
         """
-        unavailable = [what for what, on in (("exit mode 'skip'", settings.exit_mode == "skip"),
-                                             ("kv 'share'", settings.kv == "share")) if on]
-        if unavailable:
-            raise OuroRuntimeError(f"{' and '.join(unavailable)} not available in this runtime build "
-                                   f"(use exit mode 'select' and kv 'full')")
+        if settings.exit_mode == "skip":
+            raise OuroRuntimeError("exit mode 'skip' not available in this runtime build (use exit mode 'select')")
         reloading = self._llm is not None
         if reloading:  # close first: two contexts at once would hold two KV caches
             self._close_active()
@@ -556,13 +564,15 @@ def _raise_template_error(message: str) -> None:
 
 def load(path: str | os.PathLike[str], n_ctx: int = 2048, loops: int | None = None,
          exit_threshold: float | None = None, exit_mode: str = "select", kv: str = "full",
-         n_threads: int | None = None, seed: int | None = None) -> OuroModel:
+         n_threads: int | None = None, seed: int | None = None, kv_type: str = "f16") -> OuroModel:
     """Load an Ouro GGUF.
 
     n_ctx: context length in tokens; the KV cache for all of it is allocated up front
         (model.kv_bytes_capacity). Never 0: llama.cpp would take the 64K training context.
     loops, exit_threshold: override the file's ouro.num_loops / ouro.early_exit_threshold.
     exit_mode: "select" (every loop runs, the exit loop is read out) or "skip"; kv: "full" or "share".
+    kv_type: "f16" or "q8_0" (half the KV memory; needs a head size divisible by 32). `load(path,
+        **PHONE_PRESET)` is the small-memory setting.
     n_threads: CPU threads for decode and prompt (llama-cpp-python's defaults when None). seed: sampling seed (random when None).
     """
     if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
@@ -571,8 +581,10 @@ def load(path: str | os.PathLike[str], n_ctx: int = 2048, loops: int | None = No
         raise OuroRuntimeError(f"n_threads must be >= 1, got {n_threads!r}")
     if seed is not None and seed < 0:
         raise OuroRuntimeError(f"seed must be >= 0, got {seed!r}")
-    settings = RuntimeSettings(loops=loops, exit_threshold=exit_threshold, exit_mode=exit_mode, kv=kv)
+    settings = RuntimeSettings(loops=loops, exit_threshold=exit_threshold, exit_mode=exit_mode, kv=kv,
+                               kv_type=kv_type)
     file = Path(path).expanduser()
     # Some malformed files make llama.cpp abort the process instead of failing: check them first.
     summary = validate_gguf(file)
+    plan_memory(summary, n_ctx, kv=kv, kv_type=kv_type, loops=loops)  # refuses a KV type this model cannot hold
     return OuroModel(file, summary, n_ctx=n_ctx, settings=settings, n_threads=n_threads, seed=seed)

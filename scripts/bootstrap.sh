@@ -22,6 +22,9 @@ command -v g++ >/dev/null || missing+=(g++)
 command -v cmake >/dev/null || missing+=(cmake)
 command -v ninja >/dev/null || missing+=(ninja-build)
 command -v ccache >/dev/null || missing+=(ccache)
+# The aarch64 cross toolchain and emulator: tests/test_cross.py checks the patched runtime on ARM with them.
+command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing ${missing[*]} with apt-get"
@@ -52,3 +55,8 @@ fi
 # 4. The patched runtime: a no-op when the installed one matches patches/.
 cd "$ROOT"
 "$PY" -m runtime.build build "$@"
+
+# 5. The aarch64 build of the same patches (cached too), so the test suite does not compile it.
+if command -v aarch64-linux-gnu-g++ >/dev/null; then
+    "$PY" -m runtime.cross build
+fi
