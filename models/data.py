@@ -36,6 +36,9 @@ TRAIN_MIX: dict[str, float] = {
     "filler": 0.08,
 }
 SCORED_TASKS: tuple[str, ...] = ("add", "sub", "chain", "compare", "count")
+OPERAND_DIGITS: tuple[int, int] = (1, 3)  # addition, subtraction and comparison operands
+CHAIN_OPERANDS: tuple[int, int] = (3, 4)  # numbers in a chain of operations
+CHAIN_MAX: int = 9  # largest operand in a chain
 
 
 @dataclass(frozen=True)
@@ -50,59 +53,62 @@ def _number(rng: random.Random, digits: int) -> int:
 
 
 def _add(rng: random.Random) -> Problem:
-    a, b = _number(rng, rng.randint(2, 4)), _number(rng, rng.randint(2, 4))
-    phrasing = rng.choice(["What is {a} + {b}?", "Compute {a} + {b}.", "{a} + {b} = ?", "Add {a} and {b}."])
+    a, b = _number(rng, rng.randint(*OPERAND_DIGITS)), _number(rng, rng.randint(*OPERAND_DIGITS))
+    phrasing = rng.choice(["{a}+{b}", "{a} + {b}", "{a}+{b}=", "What is {a}+{b}?"])
     return Problem("add", phrasing.format(a=a, b=b), str(a + b))
 
 
 def _sub(rng: random.Random) -> Problem:
-    a, b = _number(rng, rng.randint(2, 4)), _number(rng, rng.randint(2, 4))
+    a, b = _number(rng, rng.randint(*OPERAND_DIGITS)), _number(rng, rng.randint(*OPERAND_DIGITS))
     a, b = max(a, b), min(a, b)
-    phrasing = rng.choice(["What is {a} - {b}?", "Compute {a} - {b}.", "{a} - {b} = ?", "Subtract {b} from {a}."])
+    phrasing = rng.choice(["{a}-{b}", "{a} - {b}", "{a}-{b}=", "What is {a}-{b}?"])
     return Problem("sub", phrasing.format(a=a, b=b), str(a - b))
 
 
 def _chain(rng: random.Random) -> Problem:
     """Three to five small operands joined by + and -, never going below zero."""
-    value = rng.randint(1, 60)
+    value = rng.randint(1, CHAIN_MAX)
     text = str(value)
-    for _ in range(rng.randint(2, 4)):
-        operand = rng.randint(1, 60)
+    for _ in range(rng.randint(*CHAIN_OPERANDS) - 1):
+        operand = rng.randint(1, CHAIN_MAX)
         if rng.random() < 0.5 and operand <= value:
             value -= operand
-            text += f" - {operand}"
+            text += f"-{operand}"
         else:
             value += operand
-            text += f" + {operand}"
-    phrasing = rng.choice(["What is {e}?", "Compute {e}.", "{e} = ?"])
+            text += f"+{operand}"
+    phrasing = rng.choice(["{e}", "{e}=", "What is {e}?"])
     return Problem("chain", phrasing.format(e=text), str(value))
 
 
 def _compare(rng: random.Random) -> Problem:
-    digits = rng.randint(2, 4)
+    digits = rng.randint(*OPERAND_DIGITS)
     a = _number(rng, digits)
     # Half the time the two numbers share a prefix, so the decision rests on a later digit.
-    if rng.random() < 0.5:
+    if digits > 1 and rng.random() < 0.5:
         keep = rng.randint(1, digits - 1)
         prefix = str(a)[:keep]
         b = int(prefix + "".join(str(rng.randint(0, 9)) for _ in range(digits - keep)))
     else:
-        b = _number(rng, rng.randint(2, 4))
+        b = _number(rng, rng.randint(*OPERAND_DIGITS))
     if a == b:
         b += 1
     larger = rng.random() < 0.5
     word = "larger" if larger else "smaller"
-    phrasing = rng.choice(["Which is {w}, {a} or {b}?", "Which number is {w}: {a} or {b}?"])
+    if rng.random() < 0.5:
+        phrasing = "{W}: {a} or {b}?"
+    else:
+        phrasing = "Which is {w}, {a} or {b}?"
     answer = max(a, b) if larger else min(a, b)
-    return Problem("compare", phrasing.format(w=word, a=a, b=b), str(answer))
+    return Problem("compare", phrasing.format(w=word, W=word.capitalize(), a=a, b=b), str(answer))
 
 
 def _count(rng: random.Random) -> Problem:
     target = rng.randint(0, 9)
-    length = rng.randint(5, 12)
+    length = rng.randint(4, 9)
     digits = [target if rng.random() < 0.3 else rng.randint(0, 9) for _ in range(length)]
     sequence = " ".join(str(d) for d in digits)
-    phrasing = rng.choice(["How many times does {t} appear in {s}?", "Count the {t}s in {s}."])
+    phrasing = rng.choice(["How many {t}s in {s}?", "Count the {t}s: {s}"])
     return Problem("count", phrasing.format(t=target, s=sequence), str(digits.count(target)))
 
 

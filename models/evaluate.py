@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer
 
-from models.data import HELD_OUT_SEED, SCORED_TASKS, TRAIN_MIX, Problem, held_out_problems
+from models.data import (CHAIN_MAX, CHAIN_OPERANDS, HELD_OUT_SEED, OPERAND_DIGITS, SCORED_TASKS, TRAIN_MIX, Problem,
+                         held_out_problems)
 from models.tokenizer import ENDOFTEXT, IM_END
 from runtime.reference import Ouro, generate, load_checkpoint
 
@@ -189,9 +190,12 @@ files is the one this model takes; every number below was measured on these stor
 `python -m models.train` (seed {recipe['seed']}, {recipe['stage1_steps']} + {recipe['stage2_steps']} steps of
 {recipe['batch_size']} conversations, 2 threads): {training['wall_seconds'] / 60:.1f} minutes of wall time.
 
-- Data: generated ChatML conversations, one user turn and one assistant turn: {mix}. Additions and
-  subtractions of 2-4 digit numbers (answers written most significant digit first, so carries chain),
-  chains of 3-5 small operands, comparisons, counting a digit in a list, and a little chat filler.
+- Data (`models/data.py`): generated ChatML conversations, one user turn and one assistant turn:
+  {mix}. Additions and subtractions of {OPERAND_DIGITS[0]}-{OPERAND_DIGITS[1]} digit numbers (answers
+  written most significant digit first, so a digit depends on the carries below it), chains of
+  {CHAIN_OPERANDS[0]}-{CHAIN_OPERANDS[1]} operands from 1 to {CHAIN_MAX} joined by + and -, "which is larger /
+  smaller" between {OPERAND_DIGITS[0]}-{OPERAND_DIGITS[1]} digit numbers, counting one digit in a list
+  of digits, and a little chat filler.
   The loss counts only the assistant's reply and its `<|im_end|>`.
 - Stage 1 (all weights, AdamW lr {recipe['lr']}, cosine): expected cross-entropy over the exit
   distribution plus an entropy bonus, L = Σ_t p_t · CE_t − {recipe['entropy_beta']} · H(p).
