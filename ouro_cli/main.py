@@ -17,4 +17,5 @@ import ouro_cli.bench  # noqa: E402,F401  (registers `ouro bench`)
 import ouro_cli.serve  # noqa: E402,F401  (registers `ouro serve`)
 
 from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
+import ouro_cli.runtime_phone_cmd  # noqa: E402,F401  (registers `ouro runtime export-source` and `cross-build`)
 app.add_typer(runtime_app, name="runtime")
