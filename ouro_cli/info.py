@@ -68,7 +68,7 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
-def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[str, str]] = ()) -> None:
+def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[str, str]] | None = None) -> None:
     hb = opt.human_bytes
     table = Table(title=f"{s.path.name}", show_header=False, title_justify="left", box=None, padding=(0, 2))
     table.add_column(style="bold cyan", no_wrap=True)
@@ -104,7 +104,7 @@ def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[
     ]
     if s.kv_share:
         rows.append(("kv", "the file asks for loop-shared KV (ouro.kv_share)"))
-    for k, v in [*rows, *extra_rows]:
+    for k, v in [*rows, *(extra_rows or [])]:
         table.add_row(k, v)
     console.print(table)
 
