@@ -139,7 +139,7 @@ def kv_summary(model: OuroModel) -> str:
 
 
 def loops_text(mean_loops: float | None) -> str:
-    return f"{mean_loops:.2f}" if mean_loops is not None else "not measured (per-token exit)"
+    return f"{mean_loops:.2f}" if mean_loops is not None else "–"
 
 
 def rate(value: float | None) -> str:

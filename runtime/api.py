@@ -30,8 +30,8 @@ import jinja2
 import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runtime import control
 from runtime.errors import OuroRuntimeError
-from runtime.kv import kv_bytes_per_token
 from runtime.memory_plan import GGML_TYPE_IDS, KV_TYPES, needs_flash_attn, plan_memory
 from runtime.sampling import SamplingParams
 from runtime.validate import MAX_LOGICAL_LAYERS, MAX_LOOPS, GGUFSummary, validate_gguf
@@ -83,7 +83,7 @@ class GenerationStats:
     generated_tokens: int        # sampled tokens, not counting the end-of-turn token
     decode_steps: int            # single-token evaluations after the prefill
     decode_seconds: float
-    mean_loops: float | None     # loops per token; None when this runtime build cannot measure it
+    mean_loops: float | None     # loops per generated token (runtime statistics); None if none ran
     kv_bytes: int                # KV cache bytes holding tokens after this call
     finish_reason: str           # "stop" (end of turn), "length" (max_tokens or context full), "interrupted"
 
@@ -173,25 +173,28 @@ def _metered_llama_class() -> type:
 
     class MeteredLlama(llama_cpp.Llama):
         # Llama.generate calls eval() once for the prompt suffix it could not reuse from the KV cache,
-        # then once per sampled token: these records are how stats count prefill and decode work.
+        # then once per sampled token: these records are how stats count prefill and decode work, and
+        # the loops each token used (the runtime's per-decode statistics).
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.evals: list[tuple[int, float]] = []
+            self.eval_loops: list[list[int]] = []
             super().__init__(*args, **kwargs)
 
         def eval(self, tokens: Sequence[int]) -> None:
             start = time.perf_counter()
             super().eval(tokens)
             self.evals.append((len(tokens), time.perf_counter() - start))
+            self.eval_loops.append(control.last_loops(self))
 
     return MeteredLlama
 
 
-def _open_llama(path: Path, settings: RuntimeSettings, n_ctx: int, n_threads: int | None) -> Any:
+def _open_llama(path: Path, settings: RuntimeSettings, n_loops: int | None, n_ctx: int,
+                n_threads: int | None) -> Any:
+    """Load with the settings that shape the KV cache; n_loops: more loops than the file's (else None)."""
     overrides: dict[str, int | float] = {}
-    if settings.loops is not None:
-        overrides["ouro.num_loops"] = int(settings.loops)
-    if settings.exit_threshold is not None:
-        overrides["ouro.early_exit_threshold"] = float(settings.exit_threshold)
+    if n_loops is not None:
+        overrides["ouro.num_loops"] = int(n_loops)
     if settings.kv == "share":
         overrides["ouro.kv_share"] = True  # patch 0003
     cache_type = GGML_TYPE_IDS[settings.kv_type]
@@ -266,26 +269,43 @@ class OuroModel:
 
     # -- the loop/exit knobs ------------------------------------------------------------------------
 
+    def _load_time(self, settings: RuntimeSettings) -> tuple:
+        """What only a reload can change: the KV cache's shape and type, and more loops than the file's
+        (each loop needs its KV slots)."""
+        extra_loops = settings.loops if settings.loops is not None and settings.loops > self.summary.loops else None
+        return settings.kv, settings.kv_type, extra_loops
+
     def _apply_runtime_settings(self, settings: RuntimeSettings) -> None:
         """Make `settings` the ones in effect; on failure the previous ones stay.
 
-        This build only has load-time GGUF overrides for the knobs, so every change reloads the model
-        (the weights are mmapped, so that is quick; the KV cache starts empty). This method is the one
-        place to change once the runtime can set loops and the exit per context.
+        Loops (up to the file's), the exit mode and the threshold are set on the running context
+        (runtime.control); the KV policy and type, and loops beyond the file's, reload the model (the
+        weights are mmapped, so that is quick; the KV cache starts empty).
         """
-        if settings.exit_mode == "skip":
-            raise OuroRuntimeError("exit mode 'skip' not available in this runtime build (use exit mode 'select')")
-        reloading = self._llm is not None
-        if reloading:  # close first: two contexts at once would hold two KV caches
+        reloading = self._llm is not None and self._load_time(settings) != self._load_time(self._settings)
+        if self._llm is None or reloading:
+            if reloading:  # close first: two contexts at once would hold two KV caches
+                self._close_active()
+                self._llm.close()
+                self._llm = None
+            try:
+                self._llm = _open_llama(self.path, settings, self._load_time(settings)[2], self._n_ctx, self._n_threads)
+            except OuroRuntimeError:
+                if reloading:
+                    self._llm = _open_llama(self.path, self._settings, self._load_time(self._settings)[2],
+                                            self._n_ctx, self._n_threads)
+                raise
+        elif settings.loops != self._settings.loops:
+            # The cached tokens have K/V only for the loops they ran: start the conversation over.
             self._close_active()
-            self._llm.close()
-            self._llm = None
+            self._llm.reset()
+            self._chat_prefix = None
+        loops = settings.loops if settings.loops is not None and settings.loops <= self.summary.loops else None
         try:
-            self._llm = _open_llama(self.path, settings, self._n_ctx, self._n_threads)
-        except OuroRuntimeError:
-            if reloading:
-                self._llm = _open_llama(self.path, self._settings, self._n_ctx, self._n_threads)
-            raise
+            control.set_loops(self._llm, loops)
+            control.set_exit(self._llm, mode=settings.exit_mode, threshold=settings.exit_threshold)
+        except control.ControlError as e:
+            raise OuroRuntimeError(str(e)) from None
         self._settings = settings
 
     def _checked(self, settings: RuntimeSettings) -> RuntimeSettings:
@@ -334,9 +354,11 @@ class OuroModel:
 
     @property
     def mean_loops(self) -> float | None:
-        """Loops per token: the configured count when every token reads its last loop. With a threshold
-        below 1 each token exits at its own loop, which this runtime build does not report: None."""
-        return float(self.loops) if self.exit_threshold >= 1.0 else None
+        """Mean loops per token over every token evaluated since the model was loaded (select mode: the
+        loop each token was read out from, all loops ran; skip mode: the loops that ran). None before any."""
+        hist = control.histogram(self._llm)
+        n = sum(hist)
+        return sum(k * c for k, c in enumerate(hist)) / n if n else None
 
     # -- memory -------------------------------------------------------------------------------------
 
@@ -352,12 +374,13 @@ class OuroModel:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        return kv_bytes_per_token(self.metadata, self.loops)
+        """What one cached token costs, as allocated (loops, KV policy and KV type included)."""
+        return self.kv_bytes_capacity // self._llm.n_ctx()
 
     @property
     def kv_bytes_capacity(self) -> int:
-        """The KV cache llama.cpp allocates up front (its context is padded to a multiple of 256 tokens)."""
-        return self.kv_bytes_per_token * self._llm.n_ctx()
+        """The KV cache llama.cpp allocated up front (its context is padded to a multiple of 256 tokens)."""
+        return control.kv_bytes(self._llm)
 
     @property
     def kv_bytes_in_use(self) -> int:
@@ -518,6 +541,7 @@ class OuroModel:
         text: list[str] = []
         finish = "interrupted"
         llm.evals.clear()
+        llm.eval_loops.clear()
         steps = llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
                              temp=params.temperature, repeat_penalty=params.repeat_penalty,
                              logits_processor=self._forbid_end_of_turn() if params.ignore_eos else None)
@@ -544,10 +568,13 @@ class OuroModel:
             evals = list(llm.evals)
             prefill_n, prefill_s = evals[0] if evals else (0, 0.0)
             decode = evals[1:]
+            # loops per generated token: those of the decode steps (the prompt's when nothing was decoded)
+            loops = [k for step in (llm.eval_loops[1:] or llm.eval_loops[:1]) for k in step]
             stats = GenerationStats(
                 prompt_tokens=len(tokens), prefill_tokens=prefill_n, prefill_seconds=prefill_s,
                 generated_tokens=len(generated), decode_steps=sum(n for n, _ in decode),
-                decode_seconds=sum(s for _, s in decode), mean_loops=self.mean_loops,
+                decode_seconds=sum(s for _, s in decode),
+                mean_loops=sum(loops) / len(loops) if loops else None,
                 kv_bytes=self.kv_bytes_in_use, finish_reason=finish,
             )
             self.stats = stats

@@ -85,14 +85,19 @@ def test_missing_and_foreign_files_are_rejected_before_llama_cpp(tmp_path):  # b
         load(fake)
 
 
-def test_skip_exit_and_shared_kv_are_refused_not_ignored(gguf, model):
-    with pytest.raises(OuroRuntimeError, match="not available in this runtime build"):
-        load(gguf, n_ctx=64, exit_mode="skip")
-    with pytest.raises(OuroRuntimeError, match="not available in this runtime build"):
-        load(gguf, n_ctx=64, kv="share")
-    with pytest.raises(OuroRuntimeError, match="not available in this runtime build"):
-        model.set_exit_mode("skip")
-    assert model.exit_mode == "select"  # a refused change leaves the settings as they were
+def test_skip_exit_runs_fewer_loops_and_shared_kv_holds_a_quarter(gguf):
+    with load(gguf, n_ctx=64, n_threads=1, exit_mode="skip", exit_threshold=0.0) as skip:
+        # threshold 0: every token may leave after its first loop, and skip mode really stops there
+        assert skip.generate("gate", max_tokens=4, **FIXED).stats.mean_loops == 1.0
+        llm = skip.llama
+        skip.set_exit_mode("select")
+        skip.set_exit_threshold(None)
+        assert skip.llama is llm  # changed on the running context, no reload
+        assert skip.generate("gate", max_tokens=4, **FIXED).stats.mean_loops == 4.0
+    with load(gguf, n_ctx=256, kv="share") as share, load(gguf, n_ctx=256) as full:
+        assert share.kv_bytes_per_token * 4 == full.kv_bytes_per_token
+    with pytest.raises(OuroRuntimeError):
+        load(gguf, n_ctx=64, exit_mode="sometimes")
 
 
 def test_second_chat_turn_prefills_only_the_new_tokens(model):
@@ -184,13 +189,13 @@ def test_context_limits(gguf):
         assert done.stats.prompt_tokens + done.stats.generated_tokens == 32
 
 
-def test_set_loops_reloads_with_the_new_depth(gguf):
+def test_set_loops_changes_the_depth_without_reloading(gguf):
     with load(gguf, n_ctx=128, n_threads=1) as m, load(gguf, n_ctx=128, n_threads=1, loops=2) as two:
         greedy = dict(max_tokens=12, ignore_eos=True, temperature=0.0)
         at_four = m.generate("depth test", **greedy).tokens
+        llm, kv = m.llama, m.kv_bytes_per_token
         m.set_loops(2)
-        assert (m.loops, m.kv_bytes_per_token) == (2, two.kv_bytes_per_token)
-        assert m.kv_bytes_per_token * 2 == load(gguf, n_ctx=8).kv_bytes_per_token
+        assert (m.loops, m.llama, m.kv_bytes_per_token) == (2, llm, kv)
         at_two = m.generate("depth test", **greedy)
         assert at_two.tokens == two.generate("depth test", **greedy).tokens != at_four
         assert at_two.stats.mean_loops == 2.0
@@ -198,11 +203,12 @@ def test_set_loops_reloads_with_the_new_depth(gguf):
         assert m.loops == 4 and m.generate("depth test", **greedy).tokens == at_four
 
 
-def test_threshold_below_one_leaves_mean_loops_unmeasured(gguf):
+def test_threshold_below_one_measures_each_tokens_exit_loop(gguf):
     with load(gguf, n_ctx=64, n_threads=1) as m:
         m.set_exit_threshold(0.5)
         assert m.exit_threshold == 0.5
-        assert m.generate("gate", max_tokens=3, **FIXED).stats.mean_loops is None
+        mean = m.generate("gate", max_tokens=3, **FIXED).stats.mean_loops
+        assert mean is not None and 1.0 <= mean <= 4.0
         with pytest.raises(OuroRuntimeError, match="threshold"):
             m.set_exit_threshold(-0.1)
         assert m.exit_threshold == 0.5

@@ -87,7 +87,7 @@ def test_a_full_context_is_reported_and_the_chat_goes_on(gguf):
 
 def test_bad_model_or_flags_exit_1_without_traceback(gguf, tmp_path):
     for args, message in [([str(tmp_path / "none.gguf")], "no such file"),
-                          ([gguf, "--kv", "share"], "not available in this runtime build"),
+                          ([gguf, "--loops", "0"], "loops must be"),
                           ([gguf, "--top-p", "2"], "top_p must be")]:
         result = chat(*args, "-t", "1", input="")
         assert result.exit_code == 1 and message in result.stderr, result.output
