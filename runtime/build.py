@@ -576,7 +576,7 @@ class RuntimeStatus:
     installed_key: str | None
     native: bool
     patches: tuple[str, ...]         # current patches/ files, in order
-    installed_patches: tuple[str, ...]
+    patch_changes: tuple[str, ...]   # since the installed build: "+added", "~changed", "-removed" patch names
     library: Path | None
     tools: Path | None
 
@@ -605,9 +605,16 @@ def runtime_status(*, prefix: Path | None = None, patches_dir: Path = PATCHES_DI
     return RuntimeStatus(
         state=state, expected_key=expected, installed_key=installed_key, native=native,
         patches=tuple(p.name for p in patches),
-        installed_patches=tuple(p["name"] for p in record.get("patches", [])) if record else (),
+        patch_changes=_patch_changes(record.get("patches", []) if record else [], patches),
         library=library, tools=tools if tools.is_dir() else None,
     )
+
+
+def _patch_changes(recorded: list[dict], patches: Sequence[Path]) -> tuple[str, ...]:
+    before = {entry.get("name"): entry.get("sha256") for entry in recorded}
+    now = {p.name: _sha256_file(p) for p in patches}
+    changes = [("+" if name not in before else "~") + name for name, sha in now.items() if before.get(name) != sha]
+    return tuple(changes + [f"-{name}" for name in before if name not in now])
 
 
 def ensure_runtime(*, prefix: Path | None = None, patches_dir: Path = PATCHES_DIR) -> RuntimeStatus:
@@ -639,6 +646,17 @@ def _cache_lock(cache: Path, console: Console) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _snapshot(patches_dir: Path, cache: Path) -> Iterator[Path]:
+    """A private copy of the patches taken once, so that the key, the applied patches and the record agree
+    even when someone edits patches/ during a long build."""
+    (cache / "work").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache / "work", prefix=".patches-") as tmp:
+        for patch in patch_files(patches_dir):
+            shutil.copyfile(patch, Path(tmp) / patch.name)
+        yield Path(tmp)
+
+
 @dataclass(frozen=True)
 class BuildResult:
     key: str
@@ -656,11 +674,11 @@ def build_runtime(*, native: bool = False, tools: bool = False, force: bool = Fa
     started = time.monotonic()
     cache = cache_dir()
     flags = build_flags(native)
-    patches = patch_files(patches_dir)
-    key = cache_key(patches, flags)
-    log = _log_path(cache, "build", key)
-    with _cache_lock(cache, console), _Reporter(console) as reporter:
-        status = runtime_status(patches_dir=patches_dir, cache=cache)
+    with _cache_lock(cache, console), _Reporter(console) as reporter, _snapshot(patches_dir, cache) as snapshot:
+        patches = patch_files(snapshot)
+        key = cache_key(patches, flags)
+        log = _log_path(cache, "build", key)
+        status = runtime_status(patches_dir=snapshot, cache=cache)
         already = status.ok and status.installed_key == key
         wheel = None if force else cached_wheel(cache, key)
         need_wheel = force or (wheel is None and not already)
@@ -741,8 +759,8 @@ def print_status(status: RuntimeStatus, console: Console) -> None:
                   f"{mode} CPU build: [{colour}]{status.state}[/]")
     console.print(f"  patches:   {', '.join(status.patches) or '(none)'}")
     if status.state == STALE:
-        console.print(f"  installed: {', '.join(status.installed_patches) or '(none)'} "
-                      f"(key {str(status.installed_key)[:12]}, current {status.expected_key[:12]})")
+        console.print(f"  changed:   {', '.join(status.patch_changes) or '(no patch: the flags or sdist differ)'} "
+                      f"(installed key {str(status.installed_key)[:12]}, current {status.expected_key[:12]})")
     if status.library:
         console.print(f"  library:   {status.library}")
     console.print(f"  tools:     {status.tools or 'not built (ouro runtime build --tools)'}")

@@ -190,22 +190,30 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return library
 
 
-def _record(prefix: Path, key: str, library: Path) -> None:
+def _record(prefix: Path, key: str, library: Path, patches: list[Path]) -> None:
     prefix.mkdir(exist_ok=True)
-    build.write_record({"key": key, "native": False, "patches": [{"name": "0001-arch.patch"}],
+    build.write_record({"key": key, "native": False,
+                        "patches": [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                                    for p in patches],
                         "library_sha256": hashlib.sha256(library.read_bytes()).hexdigest()}, prefix)
 
 
 def test_status_up_to_date_then_stale_when_a_patch_changes(tmp_path: Path, patches: Path,
                                                            installed: Path) -> None:
     prefix = tmp_path / "prefix"
-    _record(prefix, build.cache_key(build.patch_files(patches), build.PORTABLE_FLAGS), installed)
+    files = build.patch_files(patches)
+    _record(prefix, build.cache_key(files, build.PORTABLE_FLAGS), installed, files)
     status = build.runtime_status(prefix=prefix, patches_dir=patches, cache=tmp_path / "cache")
     assert status.state == build.UP_TO_DATE and status.ok
     patch = patches / "0001-arch.patch"
     patch.write_text(patch.read_text().replace("(ouro)", "(ouro v2)"))
     status = build.runtime_status(prefix=prefix, patches_dir=patches, cache=tmp_path / "cache")
     assert status.state == build.STALE and not status.ok
+    assert status.patch_changes == ("~0001-arch.patch",)
+    (patches / "0002-new.patch").write_text("")
+    patch.rename(patches / "0003-moved.patch")
+    status = build.runtime_status(prefix=prefix, patches_dir=patches)
+    assert status.patch_changes == ("+0002-new.patch", "+0003-moved.patch", "-0001-arch.patch")
     with pytest.raises(build.RuntimeNotReady, match="ouro runtime build"):
         build.ensure_runtime(prefix=prefix, patches_dir=patches)
 
@@ -214,7 +222,7 @@ def test_status_foreign_and_missing(tmp_path: Path, patches: Path, installed: Pa
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     prefix = tmp_path / "prefix"
     key = build.cache_key(build.patch_files(patches), build.PORTABLE_FLAGS)
-    _record(prefix, key, installed)
+    _record(prefix, key, installed, build.patch_files(patches))
     installed.write_bytes(b"\x7fELF stock llama-cpp-python")  # someone reinstalled the stock wheel
     assert build.runtime_status(prefix=prefix, patches_dir=patches).state == build.FOREIGN
     assert build.runtime_status(prefix=tmp_path / "no-record", patches_dir=patches).state == build.FOREIGN
@@ -225,7 +233,7 @@ def test_status_foreign_and_missing(tmp_path: Path, patches: Path, installed: Pa
 def test_tools_dir_follows_the_current_key(tmp_path: Path, patches: Path, installed: Path) -> None:
     prefix, cache = tmp_path / "prefix", tmp_path / "cache"
     key = build.cache_key(build.patch_files(patches), build.PORTABLE_FLAGS)
-    _record(prefix, key, installed)
+    _record(prefix, key, installed, build.patch_files(patches))
     assert build.runtime_status(prefix=prefix, patches_dir=patches, cache=cache).tools is None
     (cache / "tools" / key / "bin").mkdir(parents=True)
     assert build.runtime_status(prefix=prefix, patches_dir=patches, cache=cache).tools == \
