@@ -263,8 +263,10 @@ def run_greedy_host(model: Path, prompt: Sequence[int], n_predict: int, *, threa
 @dataclass(frozen=True)
 class Comparison:
     tokens_equal: bool
-    max_abs_diff: float       # over every step's logits
-    max_rel_diff: float       # max_abs_diff / the largest |logit| of the reference
+    steps_compared: int       # logits are compared up to the first step whose tokens differ, included:
+                              # after it the two runs continue from different contexts
+    max_abs_diff: float       # over the compared steps' logits
+    max_rel_diff: float       # max_abs_diff / the largest |logit| of the reference in those steps
     target: GreedyRun
     host: GreedyRun
 
@@ -275,9 +277,12 @@ def compare(model: Path, prompt: Sequence[int], n_predict: int, *, target_name: 
     host = run_greedy_host(model, prompt, n_predict)
     if target.logits.shape != host.logits.shape:
         raise CrossError(f"{target_name} produced logits of shape {target.logits.shape}, the host {host.logits.shape}")
-    diff = float(np.max(np.abs(target.logits - host.logits)))
-    return Comparison(tokens_equal=target.tokens == host.tokens, max_abs_diff=diff,
-                      max_rel_diff=diff / max(float(np.max(np.abs(host.logits))), 1e-30), target=target, host=host)
+    same = [a == b for a, b in zip(target.tokens, host.tokens)]
+    steps = same.index(False) + 1 if False in same else len(same)
+    diff = float(np.max(np.abs(target.logits[:steps] - host.logits[:steps])))
+    scale = max(float(np.max(np.abs(host.logits[:steps]))), 1e-30)
+    return Comparison(tokens_equal=all(same), steps_compared=steps, max_abs_diff=diff, max_rel_diff=diff / scale,
+                      target=target, host=host)
 
 
 def cli_build(target: str, *, force: bool) -> int:
@@ -321,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.target} tokens: {' '.join(map(str, c.target.tokens))} ({c.target.seconds:.1f} s under emulation)")
     print(f"host tokens:  {' '.join(map(str, c.host.tokens))} ({c.host.seconds:.2f} s)")
     print(f"tokens equal: {c.tokens_equal}; logits max |diff| {c.max_abs_diff:.3g} "
-          f"({c.max_rel_diff:.3g} of the largest |logit|)")
+          f"({c.max_rel_diff:.3g} of the largest |logit|) over {c.steps_compared} step(s)")
     return 0 if c.tokens_equal else 1
 
 
