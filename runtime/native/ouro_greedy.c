@@ -10,7 +10,7 @@
 //
 // Step 0 is the prompt's last position; each later step feeds the previous argmax back in. Ties go to
 // the lowest id, like numpy's argmax, so both sides pick the same token from identical logits.
-// Set OURO_VERBOSE=1 to see llama.cpp's log.
+// Set OURO_VERBOSE=1 to see llama.cpp's log, OURO_NO_REPACK=1 to keep the weights unrepacked.
 
 #include "llama.h"
 
@@ -53,6 +53,11 @@ int main(int argc, char ** argv) {
     }
     llama_backend_init();
     struct llama_model_params mparams = llama_model_default_params();
+    // OURO_NO_REPACK=1 keeps the weights in the file's layout (no CPU_REPACK kernels): isolates differences
+    // between the two machines' matmul paths.
+    if (getenv("OURO_NO_REPACK")) {
+        mparams.use_extra_bufts = false;
+    }
     struct llama_model * model = llama_model_load_from_file(path, mparams);
     if (model == NULL) {
         fprintf(stderr, "ouro-greedy: cannot load %s\n", path);
