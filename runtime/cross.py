@@ -151,17 +151,19 @@ def build_cross(target_name: str = "aarch64-linux", *, force: bool = False, patc
     target = get_target(target_name)
     _require(target, run=False)
     cache = rb.cache_dir()
-    patches = rb.patch_files(patches_dir)
     out = binary_path(target, patches_dir=patches_dir)
     if out.is_file() and not force:
         return out
-    key = cross_key(target, patches)
-    log = rb._log_path(cache, f"cross-{target.name}", key)
     root = cache / "cross" / target.name
     build_dir = cache / "build" / f"cross-{target.name}-{rb._flags_id(target.cmake_flags)}"
-    with _target_lock(root), rb._Reporter(console) as reporter:
+    # The patches are read once (runtime.build's snapshot): the key names what was compiled even if
+    # patches/ is edited during the build.
+    with _target_lock(root), rb._Reporter(console) as reporter, rb._snapshot(patches_dir, cache) as snapshot:
+        patches = rb.patch_files(snapshot)
+        out = binary_path(target, patches_dir=snapshot)
         if out.is_file() and not force:
             return out  # built by a concurrent run while we waited
+        log = rb._log_path(cache, f"cross-{target.name}", cross_key(target, patches))
         with staged_patched_tree(cache / "work", reporter, log, patches) as tree:
             changed = rb.sync_tree(tree, root / "src")
         reporter.done("source tree " + ("created" if changed < 0 else f"updated ({changed} file(s) changed)"))
