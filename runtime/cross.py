@@ -1,7 +1,7 @@
 """Cross-build the patched llama.cpp for aarch64 Linux and run it under qemu user emulation.
 
     python -m runtime.cross build [--target aarch64-linux] [--force]
-    python -m runtime.cross run MODEL.gguf TOKEN [TOKEN ...] [-n N_PREDICT] [--compare]
+    python -m runtime.cross run MODEL.gguf TOKEN [TOKEN ...] [-n N_PREDICT] [--compare] [--phone]
 
 `build` compiles the same patched tree `runtime.build` puts in the wheel (llama-cpp-python 0.3.36's
 vendored llama.cpp + patches/, staged by runtime.export_source) with Debian's cross toolchain
@@ -220,13 +220,14 @@ def parse_greedy_output(text: str) -> tuple[list[int], np.ndarray]:
 
 
 def run_greedy(model: Path, prompt: Sequence[int], n_predict: int, *, target_name: str = "aarch64-linux",
-               binary: Path | None = None, threads: int = 1, timeout: float = 600) -> GreedyRun:
-    """Run the cross-built ouro-greedy under qemu on `model` (built first if needed)."""
+               binary: Path | None = None, threads: int = 1, phone: bool = False, timeout: float = 600) -> GreedyRun:
+    """Run the cross-built ouro-greedy under qemu on `model` (built first if needed); `phone`: the
+    small-memory settings (shared KV, q8_0 KV cache, flash attention)."""
     target = get_target(target_name)
     _require(target, run=True)
     binary = binary or build_cross(target_name)
-    cmd = [target.qemu, "-cpu", target.qemu_cpu, str(binary), str(model), str(n_predict), str(threads),
-           *map(str, prompt)]
+    cmd = [target.qemu, "-cpu", target.qemu_cpu, str(binary), *(["--phone"] if phone else []), str(model),
+           str(n_predict), str(threads), *map(str, prompt)]
     start = time.monotonic()
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -240,13 +241,18 @@ def run_greedy(model: Path, prompt: Sequence[int], n_predict: int, *, target_nam
     return GreedyRun(tokens=tokens, logits=logits, seconds=seconds)
 
 
-def run_greedy_host(model: Path, prompt: Sequence[int], n_predict: int, *, threads: int = 1) -> GreedyRun:
+def run_greedy_host(model: Path, prompt: Sequence[int], n_predict: int, *, threads: int = 1,
+                    phone: bool = False) -> GreedyRun:
     """What ouro-greedy does, on this machine through llama_cpp (the x86 runtime): the reference run."""
     import llama_cpp
 
+    from runtime.memory_plan import GGML_TYPE_IDS
+
     start = time.monotonic()
+    cache_type = GGML_TYPE_IDS["q8_0" if phone else "f16"]
     llm = llama_cpp.Llama(str(model), n_ctx=len(prompt) + n_predict + 1, n_batch=len(prompt) + n_predict + 1,
-                          n_threads=threads, n_threads_batch=threads, verbose=False)
+                          n_threads=threads, n_threads_batch=threads, verbose=False, type_k=cache_type,
+                          type_v=cache_type, flash_attn=phone, kv_overrides={"ouro.kv_share": True} if phone else None)
     try:
         tokens: list[int] = []
         rows: list[np.ndarray] = []
@@ -273,10 +279,11 @@ class Comparison:
     host: GreedyRun
 
 
-def compare(model: Path, prompt: Sequence[int], n_predict: int, *, target_name: str = "aarch64-linux") -> Comparison:
-    """ouro-greedy under emulation against the host runtime on the same file and prompt."""
-    target = run_greedy(model, prompt, n_predict, target_name=target_name)
-    host = run_greedy_host(model, prompt, n_predict)
+def compare(model: Path, prompt: Sequence[int], n_predict: int, *, target_name: str = "aarch64-linux",
+            phone: bool = False) -> Comparison:
+    """ouro-greedy under emulation against the host runtime on the same file, prompt and settings."""
+    target = run_greedy(model, prompt, n_predict, target_name=target_name, phone=phone)
+    host = run_greedy_host(model, prompt, n_predict, phone=phone)
     if target.logits.shape != host.logits.shape:
         raise CrossError(f"{target_name} produced logits of shape {target.logits.shape}, the host {host.logits.shape}")
     same = [a == b for a, b in zip(target.tokens, host.tokens)]
@@ -313,15 +320,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("-n", "--n-predict", type=int, default=8)
     run.add_argument("--target", default="aarch64-linux", choices=sorted(TARGETS))
     run.add_argument("--compare", action="store_true", help="also run the host runtime and compare")
+    run.add_argument("--phone", action="store_true", help="shared KV, q8_0 KV cache, flash attention")
     args = parser.parse_args(argv)
     if args.command == "build":
         return cli_build(args.target, force=args.force)
     try:
         if not args.compare:
-            result = run_greedy(args.model, args.tokens, args.n_predict, target_name=args.target)
+            result = run_greedy(args.model, args.tokens, args.n_predict, target_name=args.target, phone=args.phone)
             print(" ".join(map(str, result.tokens)))
             return 0
-        c = compare(args.model, args.tokens, args.n_predict, target_name=args.target)
+        c = compare(args.model, args.tokens, args.n_predict, target_name=args.target, phone=args.phone)
     except rb.BuildError as error:
         Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
         return 1

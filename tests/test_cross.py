@@ -53,6 +53,37 @@ def test_aarch64_greedy_tokens_and_logits_match_x86(arm_binary, tiny_gguf, qtype
         assert c.tokens_equal, (c.target.tokens, c.host.tokens)
 
 
+@pytest.fixture(scope="module")
+def q8_kv_gguf(tmp_path_factory):
+    """A tiny Ouro whose heads (32 values) a q8_0 KV block can hold: hidden 128, 4 heads, 2 layers x 4 loops."""
+    import io
+
+    from rich.console import Console
+
+    from convert.convert import convert_checkpoint
+    from models import synthetic
+
+    root = tmp_path_factory.mktemp("phone")
+    synthetic.PRESETS["cross-phone"] = dict(synthetic.PRESETS["tiny"], hidden_size=128, intermediate_size=256,
+                                            head_dim=32)
+    try:
+        ckpt = synthetic.write_checkpoint(root / "ckpt", "cross-phone", seed=3)
+    finally:
+        del synthetic.PRESETS["cross-phone"]
+    return convert_checkpoint(ckpt, root / "phone-f16.gguf", "f16", console=Console(file=io.StringIO()))
+
+
+@needs_toolchain
+def test_phone_settings_match_x86_on_aarch64(arm_binary, q8_kv_gguf):
+    """Loop-shared KV, a q8_0 KV cache and flash attention (`ouro chat --phone`) on the ARM kernels."""
+    pytest.importorskip("llama_cpp")
+    c = compare(q8_kv_gguf, PROMPT, N_PREDICT, phone=True)
+    print(f"phone: tokens {c.target.tokens} (x86 {c.host.tokens}), max |diff| {c.max_abs_diff:.3g} "
+          f"= {c.max_rel_diff:.3g} of the largest |logit|")
+    assert c.tokens_equal, (c.target.tokens, c.host.tokens)
+    assert c.max_rel_diff <= 5e-2  # measured 1-2e-2: K/V rows quantized from slightly different values
+
+
 @needs_toolchain
 def test_a_bad_file_is_one_clear_error(arm_binary, tmp_path):
     bad = tmp_path / "bad.gguf"

@@ -1,6 +1,9 @@
 // ouro-greedy: greedy decoding from a prompt given as token ids, printing every step's full logits.
 //
-//   ouro-greedy MODEL.gguf N_PREDICT THREADS TOKEN [TOKEN ...]
+//   ouro-greedy [--phone] MODEL.gguf N_PREDICT THREADS TOKEN [TOKEN ...]
+//
+// --phone runs the small-memory settings of `ouro chat --phone`: loop-shared KV (ouro.kv_share), a q8_0
+// K/V cache and flash attention (which a quantized V cache needs).
 //
 // Built for aarch64 by runtime/cross.py and run under qemu-aarch64: its output is compared with the x86
 // runtime's on the same file (tests/test_cross.py), so it is deliberately minimal: no tokenizer, no
@@ -16,6 +19,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void quiet_log(enum ggml_log_level level, const char * text, void * user_data) {
     (void) user_data;
@@ -35,8 +39,13 @@ static int parse_int(const char * text, const char * what) {
 }
 
 int main(int argc, char ** argv) {
+    const int phone = argc > 1 && strcmp(argv[1], "--phone") == 0;
+    if (phone) {
+        argv++;
+        argc--;
+    }
     if (argc < 5) {
-        fprintf(stderr, "usage: %s MODEL.gguf N_PREDICT THREADS TOKEN [TOKEN ...]\n", argv[0]);
+        fprintf(stderr, "usage: ouro-greedy [--phone] MODEL.gguf N_PREDICT THREADS TOKEN [TOKEN ...]\n");
         return 2;
     }
     const char * path = argv[1];
@@ -58,6 +67,14 @@ int main(int argc, char ** argv) {
     if (getenv("OURO_NO_REPACK")) {
         mparams.use_extra_bufts = false;
     }
+    struct llama_model_kv_override overrides[2];
+    memset(overrides, 0, sizeof(overrides));  // the list ends at an empty key
+    if (phone) {
+        overrides[0].tag = LLAMA_KV_OVERRIDE_TYPE_BOOL;
+        strcpy(overrides[0].key, "ouro.kv_share");
+        overrides[0].val_bool = true;
+        mparams.kv_overrides = overrides;
+    }
     struct llama_model * model = llama_model_load_from_file(path, mparams);
     if (model == NULL) {
         fprintf(stderr, "ouro-greedy: cannot load %s\n", path);
@@ -77,6 +94,11 @@ int main(int argc, char ** argv) {
     cparams.n_batch = cparams.n_ctx;
     cparams.n_threads = n_threads > 0 ? n_threads : 1;
     cparams.n_threads_batch = cparams.n_threads;
+    if (phone) {
+        cparams.type_k = GGML_TYPE_Q8_0;
+        cparams.type_v = GGML_TYPE_Q8_0;
+        cparams.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    }
     struct llama_context * ctx = llama_init_from_model(model, cparams);
     if (ctx == NULL) {
         fprintf(stderr, "ouro-greedy: cannot create a context\n");
