@@ -56,7 +56,8 @@ fi
 cd "$ROOT"
 "$PY" -m runtime.build build "$@"
 
-# 5. The aarch64 build of the same patches (cached too), so the test suite does not compile it.
+# 5. The aarch64 build of the same patches (cached too), so the test suite does not compile it. A failure
+#    here does not stop the set-up: tests/test_cross.py reports it.
 if command -v aarch64-linux-gnu-g++ >/dev/null; then
-    "$PY" -m runtime.cross build
+    "$PY" -m runtime.cross build || say "the aarch64 cross build failed (see above); tests/test_cross.py will report it"
 fi
