@@ -99,3 +99,12 @@ def test_output_parsing_refuses_garbage():
                  "hello\n"):
         with pytest.raises(CrossError):
             parse_greedy_output(text)
+
+
+def test_a_missing_toolchain_is_named_with_the_packages_to_install(monkeypatch):
+    monkeypatch.setattr("runtime.cross.shutil.which", lambda tool: None)
+    assert missing_tools(TARGET) == ["aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "cmake", "qemu-aarch64"]
+    with pytest.raises(CrossError, match="apt-get install g\\+\\+-aarch64-linux-gnu qemu-user"):
+        build_cross("aarch64-linux")
+    with pytest.raises(CrossError, match="unknown target"):
+        build_cross("riscv64-linux")
