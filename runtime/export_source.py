@@ -110,7 +110,7 @@ def _android_script() -> str:
 #   ANDROID_NDK=/path/to/android-ndk-r27 ouro/build-android.sh
 # Environment: ANDROID_NDK (required), ANDROID_PLATFORM (default android-28), ARM_ARCH (ggml's CPU
 # baseline, default {PHONE_ARM_ARCH}; use armv8-a for phones older than ~2019), JOBS (default 4).
-# Output: build-android/bin/{{{",".join(PHONE_TOOLS)}}}, statically linked: copy them with adb.
+# Output: build-android/bin/{{{",".join(PHONE_TOOLS)}}}, with llama.cpp linked in (no .so files to copy): push them with adb.
 set -euo pipefail
 cd "$(dirname "${{BASH_SOURCE[0]}}")/.."
 : "${{ANDROID_NDK:?set ANDROID_NDK to the NDK root (the folder holding build/cmake/android.toolchain.cmake)}}"
