@@ -7,7 +7,7 @@
 vendored llama.cpp + patches/, staged by runtime.export_source) with Debian's cross toolchain
 (`apt-get install g++-aarch64-linux-gnu qemu-user`) into one statically linked program of ours,
 `ouro-greedy` (runtime/native/): greedy tokens and the full logits for a prompt of token ids. Static
-linking means qemu-aarch64 runs it with no sysroot, and a phone's Linux (or Termux) could too.
+linking means qemu-aarch64 runs it with no sysroot, and it can be copied to any aarch64 Linux machine.
 
 Only libllama, ggml and ouro-greedy are compiled (llama.cpp as a CMake subproject), at -j2 under nice, in
 a persistent build directory with ccache, so a rebuild after a patch edit recompiles what changed. ggml
