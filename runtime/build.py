@@ -318,7 +318,8 @@ def _run_logged(cmd: Sequence[str], log: Path, *, what: str, cwd: Path | None = 
     CompileError naming the log and quoting the output's last lines."""
     log.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=15)
-    with log.open("a", encoding="utf-8", errors="replace") as handle:
+    # Line-buffered, so that `tail -f` on the log follows a long compile.
+    with log.open("a", encoding="utf-8", errors="replace", buffering=1) as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n")
         handle.flush()
         try:
@@ -674,6 +675,14 @@ def build_runtime(*, native: bool = False, tools: bool = False, force: bool = Fa
     started = time.monotonic()
     cache = cache_dir()
     flags = build_flags(native)
+    if not force:
+        # Nothing to do is decided without the lock: a no-op must not wait for someone's long compile.
+        key = cache_key(patch_files(patches_dir), flags)
+        status = runtime_status(patches_dir=patches_dir, cache=cache)
+        if status.ok and status.installed_key == key and (not tools or status.tools is not None):
+            console.print(f"[green]✓[/] runtime {key[:12]} already installed")
+            return BuildResult(key=key, compiled=False, installed=False, tools=status.tools,
+                               seconds=time.monotonic() - started)
     with _cache_lock(cache, console), _Reporter(console) as reporter, _snapshot(patches_dir, cache) as snapshot:
         patches = patch_files(snapshot)
         key = cache_key(patches, flags)
