@@ -1,7 +1,7 @@
 """`ouro bench MODEL [--json]`: prompt and decode speed at every loop count, and in skip mode.
 
-For each configuration (select mode at loops 1..T, then skip mode at the file's loops when the runtime
-has it) the model evaluates a fixed prompt from an empty KV cache and then decodes a fixed number of
+For each configuration (select mode at loops 1..T, then skip mode at the file's loops and a few exit
+thresholds, when the runtime has it; at threshold 1 skip mode never exits early, so it is not measured) the model evaluates a fixed prompt from an empty KV cache and then decodes a fixed number of
 tokens greedily with end-of-turn disabled, `--repeats` times; the table shows the medians. Everything goes
 through the Python API (runtime.load), so the numbers are what `ouro chat` and `ouro serve` get.
 Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
@@ -24,6 +24,7 @@ from ouro_cli.main import app
 from runtime.api import Completion, OuroModel, load
 from runtime.errors import OuroRuntimeError
 
+DEFAULT_SKIP_THRESHOLDS = [0.5, 0.9]
 # Prompt text: one common word repeated gives one token per repeat with a byte-level BPE.
 PROMPT_WORD = " the"
 
@@ -32,6 +33,7 @@ PROMPT_WORD = " the"
 class BenchRow:
     mode: str  # "select" or "skip"
     loops: int
+    threshold: float | None  # the skip mode's exit threshold (select rows: None, the read-out does not change speed)
     prompt_tokens: int
     gen_tokens: int
     prompt_tps: float  # median over the runs
@@ -48,7 +50,7 @@ class BenchResult:
     n_ctx: int
     repeats: int
     rows: list[BenchRow]
-    skip_mode: str  # "measured", or why not
+    skip_mode: str  # "measured", or "not measured: <why>"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +63,8 @@ def _measure(model: OuroModel, prompt: str, gen_tokens: int) -> Completion:
     return completion
 
 
-def _row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int, advance) -> BenchRow:
+def _row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int, advance,
+         threshold: float | None = None) -> BenchRow:
     prompt_runs, decode_runs = [], []
     stats = None
     for _ in range(repeats):
@@ -72,15 +75,16 @@ def _row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int
         decode_runs.append(stats.decode_tps)
         advance()
     assert stats is not None
-    return BenchRow(mode=mode, loops=model.loops, prompt_tokens=stats.prefill_tokens, gen_tokens=stats.generated_tokens,
+    return BenchRow(mode=mode, loops=model.loops, threshold=threshold, prompt_tokens=stats.prefill_tokens, gen_tokens=stats.generated_tokens,
                     prompt_tps=statistics.median(prompt_runs), decode_tps=statistics.median(decode_runs),
                     mean_loops=stats.mean_loops, prompt_tps_runs=prompt_runs, decode_tps_runs=decode_runs)
 
 
 def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int = 64, gen_tokens: int = 32,
-              repeats: int = 3, n_threads: int | None = None, exit_threshold: float | None = None,
+              repeats: int = 3, n_threads: int | None = None, skip_thresholds: list[float] = DEFAULT_SKIP_THRESHOLDS,
               console: Console | None = None) -> BenchResult:
-    """Measure `path` at each loop count (default 1..the file's), then in skip mode if available."""
+    """Measure `path` at each loop count (default 1..the file's), then in skip mode at each of
+    `skip_thresholds` if the runtime has skip mode."""
     console = console or Console(stderr=True)
     prompt = PROMPT_WORD * prompt_tokens
     n_ctx = prompt_tokens + gen_tokens + 16
@@ -88,21 +92,24 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
         loop_counts = loops or list(range(1, model.file_loops + 1))
         rows: list[BenchRow] = []
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("benchmarking", total=(len(loop_counts) + 1) * repeats)
+            task = progress.add_task("benchmarking", total=(len(loop_counts) + len(skip_thresholds)) * repeats)
             advance = lambda: progress.advance(task)  # noqa: E731
             for t in loop_counts:
                 progress.update(task, description=f"select, {t} loop{'s' if t > 1 else ''}")
                 model.set_loops(t)
                 rows.append(_row(model, "select", prompt, gen_tokens, repeats, advance))
             try:
+                if not skip_thresholds:
+                    raise OuroRuntimeError("no --skip-thresholds")
                 model.set_loops(None)
-                model.set_exit_threshold(exit_threshold)
                 model.set_exit_mode("skip")
             except OuroRuntimeError as e:
-                skip_mode = f"not available: {e}"
+                skip_mode = f"not measured: {e}"
             else:
-                progress.update(task, description="skip mode")
-                rows.append(_row(model, "skip", prompt, gen_tokens, repeats, advance))
+                for q in skip_thresholds:
+                    progress.update(task, description=f"skip mode, threshold {q:g}")
+                    model.set_exit_threshold(q)
+                    rows.append(_row(model, "skip", prompt, gen_tokens, repeats, advance, threshold=q))
                 skip_mode = "measured"
     return BenchResult(model=str(path), threads=n_threads, n_ctx=n_ctx, repeats=repeats, rows=rows,
                        skip_mode=skip_mode)
@@ -110,11 +117,12 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
 
 def render(console: Console, result: BenchResult) -> None:
     table = Table(title=f"ouro bench {result.model}", title_justify="left")
-    for name in ("mode", "loops", "prompt tok/s", "decode tok/s", "decode vs 1 loop", "mean loops/token"):
+    for name in ("mode", "loops", "exit at", "prompt tok/s", "decode tok/s", "decode vs 1 loop", "mean loops/token"):
         table.add_column(name, justify="left" if name == "mode" else "right")
     base = next((r.decode_tps for r in result.rows if r.mode == "select" and r.loops == 1), None)
     for r in result.rows:
-        table.add_row(r.mode, str(r.loops), f"{r.prompt_tps:,.1f}", f"{r.decode_tps:,.1f}",
+        table.add_row(r.mode, str(r.loops), "last loop" if r.threshold is None else f"CDF ≥ {r.threshold:g}",
+                      f"{r.prompt_tps:,.1f}", f"{r.decode_tps:,.1f}",
                       f"{r.decode_tps / base:.2f}×" if base else "–",
                       f"{r.mean_loops:.2f}" if r.mean_loops is not None else "–")
     console.print(table)
@@ -124,15 +132,13 @@ def render(console: Console, result: BenchResult) -> None:
                   f"skip mode {result.skip_mode}[/dim]")
 
 
-def _parse_loops(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
+def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> list:
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise OuroRuntimeError(f"--loops takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise OuroRuntimeError(f"--loops needs loop counts >= 1, got {text!r}")
+        raise OuroRuntimeError(f"{option} takes comma-separated {kind.__name__}s, got {text!r}") from None
+    if not values or not all(low <= v <= high for v in values):
+        raise OuroRuntimeError(f"{option} needs values in {low:g}..{high:g}, got {text!r}")
     return values
 
 
@@ -144,14 +150,16 @@ def bench(
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", "-p", min=1, help="Prompt length in tokens.")] = 64,
     gen_tokens: Annotated[int, typer.Option("--gen-tokens", "-n", min=2, help="Tokens to decode per run.")] = 32,
     repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Runs per configuration (the median is shown).")] = 3,
+    skip_thresholds: Annotated[str, typer.Option("--skip-thresholds", help="Exit thresholds to measure skip mode at, e.g. 0.5,0.9 (empty: none).")] = ",".join(map(str, DEFAULT_SKIP_THRESHOLDS)),
     threads: opt.Threads = None,
-    exit_threshold: opt.ExitThreshold = None,
 ) -> None:
-    """Measure prompt and decode tokens/s at loops 1..T and in skip mode."""
+    """Measure prompt and decode tokens/s at loops 1..T and in skip mode (early exit that skips compute)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
-        result = run_bench(model, loops=_parse_loops(loops), prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
-                           repeats=repeats, n_threads=threads, exit_threshold=exit_threshold, console=err)
+        result = run_bench(model, loops=None if loops is None else _parse_list(loops, "--loops", int, 1, 16),
+                           prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats, n_threads=threads,
+                           skip_thresholds=_parse_list(skip_thresholds, "--skip-thresholds", float, 0, 1)
+                           if skip_thresholds.strip() else [], console=err)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
