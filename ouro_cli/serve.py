@@ -1,8 +1,8 @@
 """`ouro serve [MODEL]`: an OpenAI-compatible HTTP server on 127.0.0.1 (runtime/server.py).
 
-Requests are served one at a time on the one model (concurrent clients queue); loops and the exit
-threshold default to the flags and can be changed per request with the extra fields "loops" and
-"exit_threshold". Importing this module registers the command on the `ouro` app (ouro_cli/main.py).
+Requests are served one at a time on the one model (concurrent clients queue); loops, the exit threshold
+and the exit mode default to the flags and can be changed per request with the extra fields "loops",
+"exit_threshold" and "exit_mode". Importing this module registers the command on the `ouro` app (ouro_cli/main.py).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def serve(
     bound_host, bound_port = server.address
     err.print(f"serving [bold]{escape(opened.label)}[/bold] as model [bold]{escape(model_id)}[/bold] on "
               f"http://{bound_host}:{bound_port}/v1 (OpenAI-compatible) · loops {opened.model.loops} · "
-              f"exit threshold {opened.model.exit_threshold:g} · Ctrl-C stops")
+              f"exit {opened.model.exit_mode} at threshold {opened.model.exit_threshold:g} · Ctrl-C stops")
     err.print(f"[dim]{opt.kv_summary(opened.model)}[/dim]")
     if not _is_loopback(bound_host):
         err.print(f"[bold yellow]warning:[/bold yellow] listening on {bound_host}: anyone who can reach this "

@@ -4,8 +4,8 @@
     POST /v1/chat/completions   {"messages": [...], "stream": bool, "max_tokens", "temperature", ...}
     POST /v1/completions        {"prompt": "...", ...}
 
-Ouro's knobs travel as extra request fields: "loops" (int) and "exit_threshold" (0..1); without them the
-server's defaults apply (the ones `ouro serve` was started with). Thinking models take the vLLM-style
+Ouro's knobs travel as extra request fields: "loops" (int), "exit_threshold" (0..1) and "exit_mode"
+("select" or "skip"); without them the server's defaults apply (the ones `ouro serve` was started with). Thinking models take the vLLM-style
 "chat_template_kwargs": {"enable_thinking": false}. Extensions to OpenAI's sampling fields: top_k, min_p,
 repeat_penalty, ignore_eos (fixed-length answers for benchmarks).
 
@@ -51,6 +51,7 @@ class OuroServer:
         self.model_id = model_id
         self.default_loops = model.loops
         self.default_threshold = model.exit_threshold
+        self.default_exit_mode = model.exit_mode
         self.lock = threading.Lock()
         self.log = log or (lambda _msg: None)
         self.created = int(time.time())
@@ -77,16 +78,21 @@ class OuroServer:
                                             "owned_by": "ouro-gguf"}]}
 
     def configure(self, body: dict) -> None:
-        """Apply the request's loops / exit threshold (or the defaults); caller holds the lock."""
+        """Apply the request's loops / exit threshold / exit mode (or the defaults); caller holds the lock."""
         loops = _optional(body, "loops", int)
         threshold = _optional(body, "exit_threshold", float)
+        mode = body.get("exit_mode")
+        if mode is not None and not isinstance(mode, str):
+            raise RequestError(f"exit_mode must be a string, got {mode!r}")
         loops = self.default_loops if loops is None else loops
         threshold = self.default_threshold if threshold is None else threshold
-        # Each change reloads the model in this runtime build: only change what differs.
+        mode = self.default_exit_mode if mode is None else mode
         if loops != self.model.loops:
             self.model.set_loops(loops)
         if threshold != self.model.exit_threshold:
             self.model.set_exit_threshold(threshold)
+        if mode != self.model.exit_mode:
+            self.model.set_exit_mode(mode)
 
     def start(self, kind: str, body: dict) -> Completion | TextStream:
         """Run a chat or text completion on the model; caller holds the lock."""
@@ -103,7 +109,8 @@ class OuroServer:
 
     def ouro_fields(self, completion: Completion) -> dict:
         s = completion.stats
-        return {"loops": self.model.loops, "exit_threshold": self.model.exit_threshold, "mean_loops": s.mean_loops,
+        return {"loops": self.model.loops, "exit_threshold": self.model.exit_threshold,
+                "exit_mode": self.model.exit_mode, "mean_loops": s.mean_loops,
                 "prefill_tokens_per_s": s.prefill_tps, "decode_tokens_per_s": s.decode_tps}
 
 

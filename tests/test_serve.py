@@ -75,7 +75,16 @@ def test_text_completion_with_ouro_fields(server):
     assert (d["ouro"]["loops"], d["ouro"]["exit_threshold"]) == (1, 0.5)
     # the next request without the fields is back on the server's defaults
     d = json.loads(request(server, "POST", "/v1/completions", {"prompt": "the", "max_tokens": 2})[1])
-    assert (d["ouro"]["loops"], d["ouro"]["exit_threshold"]) == (3, 1.0)
+    assert (d["ouro"]["loops"], d["ouro"]["exit_threshold"], d["ouro"]["exit_mode"]) == (3, 1.0, "select")
+
+
+def test_skip_mode_per_request(server):
+    body = {"prompt": "the the", "max_tokens": 8, "ignore_eos": True, "exit_mode": "skip", "exit_threshold": 0.5}
+    status, payload = request(server, "POST", "/v1/completions", body)
+    assert status == 200, payload
+    d = json.loads(payload)
+    assert (d["ouro"]["exit_mode"], d["ouro"]["exit_threshold"]) == ("skip", 0.5)
+    assert 1 <= d["ouro"]["mean_loops"] <= 3
 
 
 def test_streaming_chat(server):
@@ -94,6 +103,7 @@ def test_streaming_chat(server):
     ({"messages": [{"role": "user", "content": "x"}], "loops": "2"}, None, "loops must be an integer"),
     ({"messages": [{"role": "user", "content": "x"}], "exit_threshold": 2}, None, "[0, 1]"),
     ({"messages": [{"role": "user", "content": "x"}], "stop": ["\n"]}, None, "stop sequences"),
+    ({"messages": [{"role": "user", "content": "x"}], "exit_mode": "fast"}, None, "exit mode must be one of"),
     ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, None, "temperature must be a number"),
     ({"messages": [{"role": "user", "content": "the " * 400}]}, None, "context holds 256"),
 ])
