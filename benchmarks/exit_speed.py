@@ -8,11 +8,12 @@
   and skip mode at threshold 1.0 (nothing exits: the cost of checking). One runtime.load, the modes set
   per context with runtime.control, taking turns round by round (see benchmarks.gguf_speed).
 - KV cache bytes at n_ctx 4096 with full and loop-shared KV (`ouro.kv_share`), read from the context.
-- Decode tok/s with 3,000 tokens in the cache, shared vs full KV. The API cannot open a shared-KV context
-  yet, so both contexts are plain llama_cpp.Llama objects here (weights mmapped once, both open at once),
-  and decode is timed around single-token evals. The 3,000 cached tokens are evaluated at 1 loop to save
-  minutes: decode at all loops then reads 3,000 positions in every slot either way, which is what its
-  speed depends on (the cached values themselves do not matter for speed).
+- Decode tok/s with 3,000 tokens in the cache, shared vs full KV: two models (`runtime.load(kv=...)`,
+  weights mmapped once, both open at once), decode timed around single-token evals of the underlying
+  llama_cpp.Llama. The 3,000 cached tokens are evaluated at 1 loop to save minutes (set on the context
+  directly: the API's set_loops would start the conversation over): decode at all loops then reads 3,000
+  positions in every slot either way, which is what its speed depends on (the cached values themselves do
+  not matter for speed).
 """
 
 from __future__ import annotations
@@ -48,29 +49,22 @@ def skip_rows(path: str | Path, *, prompt_tokens: int = 64, gen_tokens: int = 64
     return [{**r.to_dict(), "loops_run_last_decode": loops_run[r.label]} for r in rows]
 
 
-def _open(path: str | Path, n_ctx: int, threads: int, share: bool):
-    from llama_cpp import Llama  # the patched runtime; imported here so that --help works without it
-
-    return Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                              kv_overrides={"ouro.kv_share": share}, verbose=False)
+KV_POLICIES = ("full", "share")
 
 
 def kv_bytes(path: str | Path, n_ctx: int = 4096) -> dict[str, int]:
     result = {}
-    for share in (False, True):
-        llm = _open(path, n_ctx, 1, share)
-        try:
-            result["share" if share else "full"] = control.kv_bytes(llm)
-        finally:
-            llm.close()
+    for kv in KV_POLICIES:
+        with load(path, n_ctx=n_ctx, n_threads=1, kv=kv) as model:
+            result[kv] = control.kv_bytes(model.llama)
     return result
 
 
 def long_context_decode(path: str | Path, *, context: int = 3000, gen_tokens: int = 32, rounds: int = 3,
                         threads: int = 2, on_run: Callable[[str], None] = lambda _: None) -> dict[str, list[float]]:
     """Decode tok/s runs with `context` tokens cached, full vs shared KV, taking turns."""
-    contexts = {"full": _open(path, context + gen_tokens + 16, threads, False),
-                "share": _open(path, context + gen_tokens + 16, threads, True)}
+    models = {kv: load(path, n_ctx=context + gen_tokens + 16, n_threads=threads, kv=kv) for kv in KV_POLICIES}
+    contexts = {kv: model.llama for kv, model in models.items()}
     try:
         for llm in contexts.values():
             filler = (llm.tokenize(PROMPT_WORD.encode(), add_bos=False) * context)[:context]
@@ -90,8 +84,8 @@ def long_context_decode(path: str | Path, *, context: int = 3000, gen_tokens: in
                 on_run(f"{name} KV at {context} tokens")
         return runs
     finally:
-        for llm in contexts.values():
-            llm.close()
+        for model in models.values():
+            model.close()
 
 
 def measure_exit(path: str | Path, *, prompt_tokens: int = 64, gen_tokens: int = 64, rounds: int = 3,

@@ -6,9 +6,9 @@
 The suite runs this in a child process so that the child's peak RSS is this file's alone. Speeds come
 from `ouro bench`'s own measurement (ouro_cli.bench._row: a fixed prompt from an empty cache, then greedy
 tokens with end-of-turn disabled). Rather than measuring each loop count back to back as `ouro bench`
-does, the loop counts take turns, one run each per round, switched with the runtime's per-context
-control (no reload): on a machine shared with other jobs, load drifts over minutes, and taking turns
-spreads that drift evenly over the loop counts whose ratios the report shows.
+does, the loop counts take turns, one run each per round (set on the running context, no reload): on a
+machine shared with other jobs, load drifts over minutes, and taking turns spreads that drift evenly over
+the loop counts whose ratios the report shows.
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None
 def loop_rows(model: OuroModel, prompt_tokens: int, gen_tokens: int, rounds: int,
               on_run: Callable[[str], None] = lambda _: None) -> list[SpeedRow]:
     """Select mode at loops 1..the file's."""
-    configs = {f"T={t}": (t, lambda t=t: control.set_loops(model.llama, t)) for t in range(1, model.file_loops + 1)}
+    configs = {f"T={t}": (t, lambda t=t: model.set_loops(t)) for t in range(1, model.file_loops + 1)}
     try:
         return take_turns(model, configs, PROMPT_WORD * prompt_tokens, gen_tokens, rounds, on_run)
     finally:
-        control.set_loops(model.llama, None)
+        model.set_loops(None)
 
 
 def chat_turn(model: OuroModel, max_tokens: int = 32) -> dict:

@@ -52,8 +52,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]], right_from: 
 
 
 def bandwidth_gbps(data: dict) -> float:
-    """The copy bandwidth the roofline uses: the best thread count's median."""
-    return max(b["gbps"] for b in data["machine"]["bandwidth"])
+    """The copy bandwidth the roofline uses: measured with the runs' thread count (else the best one)."""
+    measured = data["machine"]["bandwidth"]
+    threads = (data.get("settings") or {}).get("threads")
+    same = [b["gbps"] for b in measured if b["threads"] == threads]
+    return same[0] if same else max(b["gbps"] for b in measured)
 
 
 def _speed_rows(speed: dict) -> dict[int, dict]:
@@ -138,8 +141,8 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
         "",
         f"`{meta['command']}` (per file; {rounds} rounds, medians): a {data_prompt(data)}-token prompt from an "
         f"empty cache, then {data_gen(data)} greedy tokens; T set per context (`runtime.control.set_loops`). Bytes/token = "
-        f"T × block + head + one embedding row (`benchmarks.roofline`); roofline = {bw:.1f} GB/s / bytes per "
-        f"token.",
+        f"T × block + head + one embedding row (`benchmarks.roofline`); roofline = {bw:.1f} GB/s (the copy "
+        f"bandwidth with the runs' thread count) / bytes per token.",
         "",
         *_table(["model", "quant", "T", "prompt tok/s", "decode tok/s", "bytes/token", "roofline tok/s",
                  "decode / roofline", "load avg"], rows, right_from=2),
@@ -271,7 +274,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
         f"(`runtime.control.set_exit`); goal skip/select ≥ 0.9 · {t_max}/k. Skip q=1.0: skip mode where "
         f"nothing exits; goal ≥ {NO_EXIT_GOAL}. 'loops run' is what the runtime reports for the last decode.",
         "",
-        *_table(["mode", "decode tok/s", "vs select", "goal", "", "loops run"], table),
+        *_table(["mode", "decode tok/s", "vs select", "goal", "met?", "loops run"], table),
         "",
         f"KV cache at n_ctx 4096 (the context's buffers, `runtime.control.kv_bytes`): full {_gib(kv['full'])}, "
         f"shared {_gib(kv['share'])}: **{kv_ratio:.3f}×** (goal ≤ {KV_SHARE_GOAL}: {_met(kv_ratio <= KV_SHARE_GOAL)}).",

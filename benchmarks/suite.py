@@ -6,8 +6,11 @@
 For each model (1.4b, 2.6b, 1.4b-thinking, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
 checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
 RSS), `ouro info`, and a child process that loads the file, measures prompt/decode speed at every loop
-count and runs one chat turn (its peak RSS is the file's). On the 1.4b only: the PyTorch reference and
-the early-exit / shared-KV lines (Q4_K_M). The machine's copy bandwidth is measured at the start.
+count and runs one chat turn (its peak RSS is the file's). On the 1.4b only: the PyTorch reference, the
+early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well). The machine's copy
+bandwidth is measured at the start. The defaults are the issue's sizes; on a machine whose cores are busy
+with other work, llama.cpp's threads spin at every barrier waiting for a descheduled sibling, and
+`--threads 1` with smaller sizes is what finishes (the sizes used are in BENCHMARKS.md's command line).
 
 Every stage's result is saved in WORKDIR/results.json as soon as it exists, so an interrupted run
 resumes where it stopped (--fresh starts over); BENCHMARKS.md is rewritten between its markers at the
