@@ -53,7 +53,7 @@ class Recipe:
     num_attention_heads: int = 4
     loops: int = 4
     batch_size: int = 32
-    stage1_steps: int = 3000
+    stage1_steps: int = 6000
     stage2_steps: int = 300
     lr: float = 5e-3
     warmup_steps: int = 50

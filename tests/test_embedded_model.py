@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.data import held_out_problems
-from models.evaluate import N_TEST, Chat, read_floor, score
+from models.evaluate import N_TEST, Chat, fixed_loops, read_floor, score
 from runtime.reference import load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "ouro-tiny-arith"
@@ -38,6 +38,6 @@ def test_accuracy_at_four_loops_is_above_the_card_floor(checkpoint: Path):
     floor = read_floor((checkpoint / "README.md").read_text())
     model = load_checkpoint(checkpoint)
     T = model.config.total_ut_steps
-    result = score(model, Chat(checkpoint), held_out_problems(N_TEST), mode="step", step=T - 1)
+    result = score(model, Chat(checkpoint), held_out_problems(N_TEST), **fixed_loops(T))
     assert result.total == N_TEST
     assert result.accuracy >= floor, f"accuracy {result.accuracy:.2f} at T = {T} is below the card's floor {floor}"
