@@ -3,6 +3,11 @@
 One worker process handles a whole list of files (importing llama_cpp once); when it dies from a signal or
 stops answering, the case it had started is recorded as a crash (or hang) and a fresh worker continues with
 the next case. Used by tests/test_fuzz_gguf.py.
+
+    python tests/fuzz_runner.py [--raw]
+
+runs the same 1,148 cases outside pytest and prints the outcome counts and every crash; --raw feeds them to
+llama.cpp without validate_gguf (the comparison in BENCHMARKS.md's reliability section).
 """
 
 from __future__ import annotations
@@ -82,3 +87,33 @@ def _consume(proc: subprocess.Popen, report: FuzzReport, case_timeout: float) ->
             kind = rest[0]
             report.outcomes[int(index)] = (kind, rest[1] if len(rest) > 1 else "")
             current = None
+
+
+def main() -> None:
+    import io
+    import tempfile
+
+    from rich.console import Console
+
+    sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+    from convert.convert import convert_checkpoint
+    from models.synthetic import write_checkpoint
+    from test_fuzz_gguf import make_cases
+
+    raw = "--raw" in sys.argv[1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ckpt = write_checkpoint(root / "ckpt", "tiny", loops=4, layers=2, seed=0, gate_bias=0.0)  # = tiny_gguf
+        quiet = Console(file=io.StringIO())
+        bases = [convert_checkpoint(ckpt, root / f"tiny-{q}.gguf", q, console=quiet) for q in ("q8_0", "f16")]
+        (root / "cases").mkdir()
+        cases = make_cases(*bases, root / "cases")
+        report = run_cases(cases, root / "cases.txt", raw=raw)
+    print(f"{'llama.cpp alone' if raw else 'validate_gguf, then llama.cpp'}: {len(cases)} cases, "
+          f"{dict(report.counts())}, {len(report.crashes)} crashes")
+    for case, how in report.crashes:
+        print(f"  CRASH {cases[case].name}: {how[:200]}")
+
+
+if __name__ == "__main__":
+    main()
