@@ -17,7 +17,6 @@ import random
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFValueType as VT
 
