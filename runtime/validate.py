@@ -115,11 +115,12 @@ class GGUFSummary:
     eos_token: str | None
     eot_token: str | None
     kv_bytes_per_token_full: int  # F16 K+V of one token with every (loop, layer) slot kept
-    kv_bytes_per_token_share: int  # the same with one loop's slots (KV shared across loops)
+    kv_bytes_per_token_share: int  # the same with one slot per physical layer (ouro.kv_share)
     sampling: dict[str, float] = field(default_factory=dict)
 
     def kv_bytes(self, n_ctx: int, kv: str = "full") -> int:
-        """KV cache bytes for a context of n_ctx tokens (share: bound for a context of generated tokens)."""
+        """F16 KV cache bytes for a context of n_ctx tokens; "share" keeps one slot per physical layer (patch
+        0003: each loop overwrites the token's entry), T times less than "full"."""
         per_token = self.kv_bytes_per_token_full if kv == "full" else self.kv_bytes_per_token_share
         return n_ctx * per_token
 
