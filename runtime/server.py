@@ -31,6 +31,7 @@ from runtime.errors import OuroRuntimeError
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 4 * 1024 * 1024
+CLIENT_TIMEOUT_S = 120
 # OpenAI sampling field -> OuroModel keyword (extensions included); anything else in a request is ignored,
 # as OpenAI-compatible servers do, except the fields refused in _sampling.
 _SAMPLING_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
@@ -176,6 +177,9 @@ def _prompt(body: dict) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "ouro-serve"
     protocol_version = "HTTP/1.1"
+    # Socket timeout: an idle keep-alive connection is dropped, and a client that stops reading a stream
+    # cannot hold the model for more than this long.
+    timeout = CLIENT_TIMEOUT_S
 
     @property
     def ouro(self) -> OuroServer:
@@ -205,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestError as e:
             self._send_error(HTTPStatus.BAD_REQUEST, str(e))
             return
+        except OSError:  # the client went quiet or away before sending its whole body
+            self.close_connection = True
+            return
         with self.ouro.lock:  # one generation at a time; other requests wait here
             try:
                 self.ouro.configure(body)
@@ -217,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             try:
                 self._send_json(HTTPStatus.OK, self._response(kind, result))
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:
                 self.ouro.log(f"{self.address_string()} disconnected before the answer was sent")
 
     # -- bodies -------------------------------------------------------------------------------------
@@ -283,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(final)
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # hung up, reset, or stopped reading (socket timeout)
             self.ouro.log(f"{self.address_string()} disconnected: generation stopped")
         finally:
             stream.close()  # ends the generation if the client went away
