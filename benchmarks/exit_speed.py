@@ -75,11 +75,10 @@ def long_context_decode(path: str | Path, *, context: int = 3000, gen_tokens: in
         for _ in range(rounds):
             for name, llm in contexts.items():
                 llm.n_tokens = context  # forget the previous round's tokens (eval drops their KV cells)
-                token = llm.input_ids[context - 1]
+                token = int(llm.input_ids[context - 1])
                 start = time.perf_counter()
                 for _ in range(gen_tokens):
-                    llm.eval([token])
-                    token = int(llm.scores[llm.n_tokens - 1].argmax())
+                    llm.eval([token])  # which token is fed does not change the cost: no sampling here
                 runs[name].append(gen_tokens / (time.perf_counter() - start))
                 on_run(f"{name} KV at {context} tokens")
         return runs

@@ -82,7 +82,7 @@ def measured(tiny_gguf, tmp_path_factory):
         "path": path,
         "speed": measure_file(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1, chat_tokens=5),
         "exit": measure_exit(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1),
-        "long": measure_long_context(path, context=40, gen_tokens=3, rounds=ROUNDS, threads=1),
+        "long": measure_long_context(path, context=600, gen_tokens=3, rounds=ROUNDS, threads=1),  # > n_batch
         "reference": reference_speed(ckpt, prompt_tokens=8, gen_tokens=3, runs=ROUNDS, threads=1).to_dict(),
     }
 
@@ -109,7 +109,7 @@ def test_exit_measurement(measured):
     assert rows["skip k=1"]["gen_tokens"] == 4
     assert e["kv_bytes_4096"]["share"] * 4 == e["kv_bytes_4096"]["full"]
     long = measured["long"]
-    assert long["context"] == 40 and long["gen_tokens"] == 3 and set(long["decode_tps"]) == {"full", "share"}
+    assert long["context"] == 600 and long["gen_tokens"] == 3 and set(long["decode_tps"]) == {"full", "share"}
     assert all(len(runs) == ROUNDS for runs in long["runs"].values())
 
 
@@ -143,7 +143,7 @@ def test_report_from_measurements(measured, tmp_path):
         "tiny/q8_0/info": info,
         "tiny/q8_0/speed": {**measured["speed"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.gguf_speed")},
         "tiny/q8_0/exit": {**measured["exit"], "_meta": _meta("python -m benchmarks.exit_speed")},
-        "tiny/q8_0/long_context": {**measured["long"], "_meta": _meta("python -m benchmarks.exit_speed --long-context 40")},
+        "tiny/q8_0/long_context": {**measured["long"], "_meta": _meta("python -m benchmarks.exit_speed --long-context 600")},
         "tiny/prompt_tuning": {"rows": measured["tuning"], "threads": 1, "rounds": ROUNDS,
                                "_meta": _meta("python -m benchmarks.prompt_tuning")},
         "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
@@ -152,7 +152,7 @@ def test_report_from_measurements(measured, tmp_path):
                   exit_quant="q8_0")
     for needle in ("python -m benchmarks --quick", "python -m benchmarks.gguf_speed", "python -m benchmarks.exit_speed",
                    "python -m benchmarks.reference_speed", "load avg", "vs reference", "loop overhead",
-                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 40", "python -m benchmarks.prompt_tuning", "implied at T=4 vs reference", "Not measured in this run: other"):
+                   "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 600", "python -m benchmarks.prompt_tuning", "implied at T=4 vs reference", "Not measured in this run: other"):
         assert needle in text, needle
     speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
     assert len(speed_table) == 1 + 4  # the files row and one row per loop count
