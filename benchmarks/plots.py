@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_plots(data: dict, outdir: Path, relative_to: Path) -> dict[str, str]:
+def make_plots(data: dict, outdir: Path, relative_to: Path, command: str = "python -m benchmarks") -> dict[str, str]:
     """Draw what the results allow; returns {figure name: path relative to `relative_to`}.
     No figures (an empty dict) when matplotlib is missing: the tables are the results."""
     try:
@@ -31,7 +31,7 @@ def make_plots(data: dict, outdir: Path, relative_to: Path) -> dict[str, str]:
         ax.set_xlabel("loops T")
         ax.set_ylabel("decode tok/s (median)")
         ax.set_xticks(range(1, max(s["loops"] for s in speeds.values()) + 1))
-        ax.set_title("Decode speed vs loops\n`python -m benchmarks` (benchmarks.gguf_speed)", fontsize=9)
+        ax.set_title(f"Decode speed vs loops (benchmarks.gguf_speed)\n{command}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         made["loops"] = _save(fig, outdir / "decode_vs_loops.png", relative_to)
@@ -52,8 +52,7 @@ def make_plots(data: dict, outdir: Path, relative_to: Path) -> dict[str, str]:
         ax.set_xlabel("exit loop k")
         ax.set_ylabel("decode tok/s (median)")
         ax.set_xticks(ks)
-        ax.set_title(f"Skip-mode early exit, {model} {q.upper()}\n"
-                     "`python -m benchmarks` (benchmarks.exit_speed)", fontsize=9)
+        ax.set_title(f"Skip-mode early exit, {model} {q.upper()} (benchmarks.exit_speed)\n{command}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         made["skip"] = _save(fig, outdir / "skip_exit.png", relative_to)

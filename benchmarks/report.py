@@ -26,6 +26,11 @@ NO_EXIT_GOAL = 0.97
 KV_SHARE_GOAL = 0.26
 
 
+def _tps(x: float) -> str:
+    """Tokens/s with three significant digits (runs here span 0.2 to thousands)."""
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -120,27 +125,28 @@ def files_section(data: dict, models: Sequence[str], quants: Sequence[str]) -> l
 
 def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot: str | None) -> list[str]:
     bw = bandwidth_gbps(data)
-    rows, meta, rounds = [], None, None
+    rows, commands, rounds = [], [], None
     for model in models:
         for q in quants:
             speed, w = data.get(f"{model}/{q}/speed"), data.get(f"{model}/{q}/weights")
             if not (speed and w):
                 continue
-            meta, rounds = speed["_meta"], speed["rounds"]
+            commands.append(f"`{speed['_meta']['command']}`")
+            rounds = speed["rounds"]
             weights = WeightBytes(**{k: v for k, v in w.items() if k != "_meta"})
             for t, r in sorted(_speed_rows(speed).items()):
                 per_token = weights.per_token(t)
                 ceiling = roofline_tps(bw, per_token)
-                rows.append([model, q.upper(), t, f"{r['prompt_tps']:.1f}", f"{r['decode_tps']:.2f}",
-                             _gib(per_token), f"{ceiling:.2f}", f"{100 * r['decode_tps'] / ceiling:.0f}%",
+                rows.append([model, q.upper(), t, _tps(r['prompt_tps']), _tps(r['decode_tps']),
+                             _gib(per_token), _tps(ceiling), f"{100 * r['decode_tps'] / ceiling:.0f}%",
                              _load(speed["_meta"])])
     if not rows:
         return []
     lines = [
         "### Prompt and decode speed at T loops",
         "",
-        f"`{meta['command']}` (per file; {rounds} rounds, medians): a {data_prompt(data)}-token prompt from an "
-        f"empty cache, then {data_gen(data)} greedy tokens; T set per context (`runtime.control.set_loops`). Bytes/token = "
+        f"{'; '.join(commands)} ({rounds} rounds, medians): a {data_prompt(data)}-token prompt from an empty "
+        f"cache, then {data_gen(data)} greedy tokens; T set on the running context between runs. Bytes/token = "
         f"T × block + head + one embedding row (`benchmarks.roofline`); roofline = {bw:.1f} GB/s (the copy "
         f"bandwidth with the runs' thread count) / bytes per token.",
         "",
@@ -151,7 +157,7 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
     if plot:
         lines += [f"![decode tok/s vs loops]({plot})", "",
                   "Figure: decode tok/s vs loops per model and quant, from the table above "
-                  "(`python -m benchmarks`, benchmarks/plots.py).", ""]
+                  "(the suite's command, in the figure's title; drawn by benchmarks/plots.py).", ""]
     return lines
 
 
@@ -174,13 +180,13 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
                 continue
             r = _speed_rows(speed)[speed["loops"]]
             pr, dr = r["prompt_tps"] / ref["prompt_tps"], r["decode_tps"] / ref["decode_tps"]
-            rows.append([q.upper(), f"{r['prompt_tps']:.1f}", f"{pr:.2f}×", _met(pr >= REF_PROMPT_GOAL),
-                         f"{r['decode_tps']:.2f}", f"{dr:.1f}×", _met(dr >= REF_DECODE_GOAL)])
+            rows.append([q.upper(), _tps(r['prompt_tps']), f"{pr:.2f}×", _met(pr >= REF_PROMPT_GOAL),
+                         _tps(r['decode_tps']), f"{dr:.2f}×", _met(dr >= REF_DECODE_GOAL)])
         lines += [
             f"**Against the PyTorch reference** (`{ref['_meta']['command']}`: runtime/reference.py in bf16 with its "
-            f"KV cache, {ref['threads']} threads, {ref['prompt_tokens']}-token prompt, {ref['gen_tokens']} decoded "
+            f"KV cache, {ref['threads']} thread(s), {ref['prompt_tokens']}-token prompt, {ref['gen_tokens']} decoded "
             f"tokens, medians of {len(ref['prompt_tps_runs'])} runs; load avg {_load(ref['_meta'])}): reference "
-            f"prompt {ref['prompt_tps']:.1f} tok/s, decode {ref['decode_tps']:.3f} tok/s; peak RSS "
+            f"prompt {_tps(ref['prompt_tps'])} tok/s, decode {_tps(ref['decode_tps'])} tok/s; peak RSS "
             f"{_gib(ref['peak_rss'])}. Ours: the {ref_model} GGUF at all {data[f'{ref_model}/{quants[0]}/speed']['loops']} "
             f"loops, from the table above. Goals: decode ≥ {REF_DECODE_GOAL:g}×, prompt ≥ {REF_PROMPT_GOAL:g}×.",
             "",
@@ -227,7 +233,7 @@ def tuning_section(data: dict, ref_model: str) -> list[str]:
     table = []
     for r in rows:
         implied = r["prompt_tps"] / t_max  # prompt cost is T× that of one loop
-        table.append([r["file"].upper(), r["n_ubatch"], r["threads"], f"{r['prompt_tps']:.1f}",
+        table.append([r["file"].upper(), r["n_ubatch"], r["threads"], _tps(r['prompt_tps']),
                       f"{r['prompt_tps'] / base['prompt_tps']:.2f}×",
                       f"{implied / ref['prompt_tps']:.2f}×" if ref else "–"])
     return [
@@ -260,7 +266,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
         else:
             goal_text, ok = "", None
         loops_run = r["loops_run_last_decode"]
-        table.append([label, f"{r['decode_tps']:.2f}", f"{ratio:.2f}×", goal_text, "" if ok is None else _met(ok),
+        table.append([label, _tps(r['decode_tps']), f"{ratio:.2f}×", goal_text, "" if ok is None else _met(ok),
                       ",".join(map(str, loops_run))])
     kv = ex["kv_bytes_4096"]
     kv_ratio = kv["share"] / kv["full"]
@@ -286,7 +292,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
             f"Decode with {long['context']:,} tokens in the cache, full vs shared KV (`{long['_meta']['command']}`, "
             f"load avg {_load(long['_meta'])}; all loops, {long['gen_tokens']} tokens per round, medians of "
             f"{long['rounds']} rounds taking turns; the cache is filled at 1 loop to save time, which does not "
-            f"change what a decode step reads): full {ltps['full']:.2f} tok/s, shared {ltps['share']:.2f} tok/s: "
+            f"change what a decode step reads): full {_tps(ltps['full'])} tok/s, shared {_tps(ltps['share'])} tok/s: "
             f"shared/full **{ltps['share'] / ltps['full']:.2f}×**.",
             "",
         ]
@@ -295,7 +301,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
     if plot:
         lines += [f"![skip mode decode speed]({plot})", "",
                   "Figure: decode tok/s by exit loop in skip mode against select mode and the ideal T/k "
-                  "scaling, from the table above (`python -m benchmarks`).", ""]
+                  "scaling, from the table above (the suite's command, in the figure's title).", ""]
     return lines
 
 
@@ -332,7 +338,7 @@ def write_report(data: dict, models: Sequence[str], command: str, output: Path,
                  quants: Sequence[str] = ("q8_0", "q4_k_m")) -> None:
     from benchmarks.plots import make_plots
 
-    plots = make_plots(data, output.parent / FIGURES, output.parent) if "machine" in data else {}
+    plots = make_plots(data, output.parent / FIGURES, output.parent, command) if "machine" in data else {}
     old = output.read_text() if output.is_file() else ""
     new = replace_section(old, render(data, models, quants, command, plots))
     tmp = output.with_name(output.name + ".tmp")
