@@ -296,6 +296,7 @@ def write_checkpoint(model: Ouro, tokenizer: Tokenizer, recipe: Recipe, stats: d
     fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".model.", suffix=".tmp")
     os.close(fd)
     save_file(state, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; it is a published file
     os.replace(tmp, outdir / "model.safetensors")
     _write_json(outdir / "config.json", recipe.model_config())
     # A chat turn ends with <|im_end|> (2); 0 stays a stop id like in the published configs.
