@@ -1,0 +1,294 @@
+"""What early exit costs in answers: held-out accuracy against loops per token, through the GGUF runtime.
+
+    python -m benchmarks.exit_quality [--problems N] [--threads 1] [--checkpoint DIR] [--output BENCHMARKS.md]
+
+Issue 5's last line. The trained embedded model (models/ouro-tiny-arith) is converted to F16, Q8_0 and
+Q4_K_M (convert.convert.convert_checkpoint, into a temporary directory); each file is loaded by
+`runtime.load` in three settings, and each setting runs the exit thresholds 1.0, 0.9, 0.7 and 0.5, set on
+the running context:
+
+- select: every loop runs, the token is read out from the gate's exit loop (full KV cache);
+- skip: computation stops at the exit loop (full KV cache, skipped slots back-filled);
+- share+skip: skip mode with the loop-shared KV cache (one slot per physical layer).
+
+Every setting answers the same N held-out problems (models.data.held_out_problems, the model card's
+problems in the same order), one fresh conversation each, greedy, scored by the model card's rule
+(models.evaluate): the reply stripped of surrounding whitespace equals the expected answer.
+
+Mean loops per token is the runtime's own statistic (Completion.stats.mean_loops): over the decode
+steps of every reply, weighted by their number, the loops each token used (select mode: the loop read
+out, all loops computed; skip modes: the loops computed). A reply's first token comes from the prompt
+pass, which runs all loops in every mode, and is not in it.
+
+Results: a markdown table (stdout and BENCHMARKS.md between this module's markers, after the early-exit
+section) and a figure, benchmarks/figures/exit_quality.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from convert.convert import convert_checkpoint
+from convert.errors import ConvertError
+from models.data import HELD_OUT_SEED, Problem, held_out_problems
+from models.evaluate import MAX_NEW_TOKENS
+from runtime.api import OuroModel, load
+from runtime.errors import OuroRuntimeError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = ROOT / "models" / "ouro-tiny-arith"
+DEFAULT_OUTPUT = ROOT / "BENCHMARKS.md"
+FIGURE = Path("benchmarks") / "figures" / "exit_quality.png"  # relative to BENCHMARKS.md's directory
+
+QTYPES: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
+THRESHOLDS: tuple[float, ...] = (1.0, 0.9, 0.7, 0.5)
+# setting name -> (exit mode, KV policy) as runtime.load takes them
+SETTINGS: dict[str, tuple[str, str]] = {"select": ("select", "full"), "skip": ("skip", "full"),
+                                        "share+skip": ("skip", "share")}
+N_PROBLEMS = 100
+# The held-out prompts are under 60 tokens and replies at most MAX_NEW_TOKENS: a small context keeps the
+# (all-loops) KV allocation of the full policy trivial.
+N_CTX = 256
+
+BEGIN = "<!-- benchmarks:exit-quality:begin (python -m benchmarks.exit_quality rewrites this part) -->"
+END = "<!-- benchmarks:exit-quality:end -->"
+_BEGIN_PREFIX = "<!-- benchmarks:exit-quality:begin"
+SUITE_END = "<!-- benchmarks:suite:end -->"
+ANCHOR_HEADING = "Early exit"  # the section this one follows when the markers are not there yet
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (file, setting, threshold) measurement."""
+
+    qtype: str
+    setting: str
+    threshold: float
+    solved: int
+    total: int
+    loops_sum: float  # sum over decode steps of the loops each used
+    decode_steps: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.solved / self.total
+
+    @property
+    def mean_loops(self) -> float | None:
+        return self.loops_sum / self.decode_steps if self.decode_steps else None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    rows: list[Row]
+    loops: int  # T, the file's ouro.num_loops
+    weights: dict[str, str]  # qtype -> the ggml tensor types the file actually holds (K-quant fallbacks)
+    problems: int
+
+
+def convert_all(checkpoint: Path, outdir: Path, qtypes: Sequence[str] = QTYPES) -> dict[str, Path]:
+    """One GGUF per type in `outdir`; the converter's summary is kept off stdout (progress stays on stderr)."""
+    quiet = Console(file=io.StringIO())
+    return {q: convert_checkpoint(checkpoint, outdir / f"{checkpoint.name}-{q}.gguf", q, force=True, console=quiet)
+            for q in qtypes}
+
+
+def score_threshold(model: OuroModel, problems: Sequence[Problem], qtype: str, setting: str, threshold: float,
+                    advance: Callable[[], None] = lambda: None) -> Row:
+    """Every problem as a new conversation at the model's current settings."""
+    solved = decode_steps = 0
+    loops_sum = 0.0
+    for problem in problems:
+        model.reset()  # independent conversations: no KV reuse of another problem's prompt
+        reply = model.chat([{"role": "user", "content": problem.question}], temperature=0.0,
+                           max_tokens=MAX_NEW_TOKENS)
+        solved += reply.text.strip() == problem.answer  # the model card's rule (models.evaluate.score)
+        if reply.stats.decode_steps and reply.stats.mean_loops is not None:
+            loops_sum += reply.stats.mean_loops * reply.stats.decode_steps
+            decode_steps += reply.stats.decode_steps
+        advance()
+    return Row(qtype, setting, threshold, solved, len(problems), loops_sum, decode_steps)
+
+
+def measure(files: Mapping[str, Path], problems: Sequence[Problem], *, threads: int = 1,
+            thresholds: Sequence[float] = THRESHOLDS, console: Console | None = None) -> Measurement:
+    """Each file x setting x threshold on `problems`; one load per file and setting (thresholds are set
+    on the running context)."""
+    rows: list[Row] = []
+    weights: dict[str, str] = {}
+    loops = 0
+    total = len(files) * len(SETTINGS) * len(thresholds) * len(problems)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console or Console(stderr=True)) as progress:
+        task = progress.add_task("exit quality", total=total)
+        for qtype, path in files.items():
+            for setting, (mode, kv) in SETTINGS.items():
+                with load(path, n_ctx=N_CTX, exit_mode=mode, kv=kv, n_threads=threads) as model:
+                    loops = model.file_loops
+                    weights[qtype] = ", ".join(f"{t.type} x{t.count}" for t in model.summary.tensor_types)
+                    for q in thresholds:
+                        progress.update(task, description=f"{qtype.upper()} {setting} q={q}")
+                        model.set_exit_threshold(q)
+                        rows.append(score_threshold(model, problems, qtype, setting, q,
+                                                    lambda: progress.advance(task)))
+    return Measurement(rows, loops, weights, len(problems))
+
+
+def _loops(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "n/a"
+
+
+def markdown_table(m: Measurement) -> str:
+    """One line per setting. 'vs all loops': accuracy minus that of the same file in select mode at 1.0.
+    'compute saved': the share of loop computations skip mode did not run (select mode runs them all)."""
+    baseline = {r.qtype: r.accuracy for r in m.rows if r.setting == "select" and r.threshold == 1.0}
+    lines = ["| weights | mode | threshold | accuracy | vs all loops | mean loops / token | compute saved |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in m.rows:
+        delta = f"{100 * (r.accuracy - baseline[r.qtype]):+.1f} pts" if r.qtype in baseline else ""
+        saved = "0%" if r.setting == "select" or r.mean_loops is None else f"{1 - r.mean_loops / m.loops:.0%}"
+        lines.append(f"| {r.qtype.upper()} | {r.setting} | {r.threshold:g} | {r.accuracy:.3f} | {delta} | "
+                     f"{_loops(r.mean_loops)} | {saved} |")
+    return "\n".join(lines)
+
+
+def make_plot(m: Measurement, path: Path, command: str) -> bool:
+    """Accuracy against mean loops, one panel per weight type, one marker per setting and threshold.
+    False (no figure) when matplotlib is missing: the table is the result."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    qtypes = list(dict.fromkeys(r.qtype for r in m.rows))
+    markers = {"select": ("o", 9), "skip": ("s", 6), "share+skip": ("^", 5)}  # sizes: coinciding points stay visible
+    fig, axes = plt.subplots(1, len(qtypes), figsize=(4.2 * len(qtypes), 4.2), sharey=True, squeeze=False)
+    for ax, qtype in zip(axes[0], qtypes):
+        for setting, (marker, size) in markers.items():
+            rows = [r for r in m.rows if r.qtype == qtype and r.setting == setting and r.mean_loops is not None]
+            ax.plot([r.mean_loops for r in rows], [r.accuracy for r in rows], marker=marker, markersize=size,
+                    linestyle="-", linewidth=0.8, alpha=0.8, label=setting)
+            if setting == "skip":
+                for r in rows:
+                    ax.annotate(f"{r.threshold:g}", (r.mean_loops, r.accuracy), textcoords="offset points",
+                                xytext=(0, 8), ha="center", fontsize=7)
+        ax.set_title(qtype.upper(), fontsize=10)
+        ax.set_xlabel("mean loops per token (runtime statistics)")
+        ax.set_xlim(0.8, m.loops + 0.2)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"held-out accuracy ({m.problems} problems)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(f"Early exit: accuracy vs loops (labels: exit threshold q, skip mode)\n{command}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def render_section(m: Measurement, command: str, checkpoint_name: str, figure: str | None) -> str:
+    weights = "; ".join(f"{q.upper()}: {w}" for q, w in m.weights.items())
+    figure_md = (f"\n![accuracy vs mean loops]({figure})\n\nFigure: the table above, one panel per weight type "
+                 f"(the exit threshold next to each point, 1.0 at the right).\n" if figure else "")
+    return f"""## Early exit and answer quality (trained `{checkpoint_name}`, issue 5)
+
+`{command}`
+
+Held-out accuracy and mean loops per token of the trained embedded model through the GGUF runtime.
+{m.problems} held-out problems (`models.data.held_out_problems`, seed {HELD_OUT_SEED}: the first ones of
+the model card's evaluation), each a new conversation through the file's chat template, greedy, at most
+{MAX_NEW_TOKENS} tokens, solved when the reply is exactly the answer (the model card's rule). select: all
+{m.loops} loops run, the token is read out at the gate's exit loop; skip: computation stops at the exit
+loop; share+skip: skip with the loop-shared KV cache, where a cached token keeps only the K/V of the last
+loop computed for it, so loop t of a later token attends to another depth's K/V than the model was trained
+with (the prompt, one micro-batch, stays exact; the decode steps do not). Mean loops per token: the runtime's statistics over
+the decode steps (a reply's first token comes from the prompt pass, which runs all loops in every mode);
+in select mode it is the loop read out, in the skip modes the loops computed. Tensor types in the files
+(llama.cpp falls back from K-quants on rows not a multiple of 256): {weights}.
+
+{markdown_table(m)}
+{figure_md}"""
+
+
+def insert_section(document: str, section: str) -> str:
+    """`document` with the text between this module's markers replaced. Markers absent: the block goes
+    after the early-exit section (which ends at the next heading of its level or above, or at the end of
+    the suite's generated part when it lies inside it), or at the end when there is no such section."""
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if _BEGIN_PREFIX in document and END in document:
+        head, rest = document.split(_BEGIN_PREFIX, 1)
+        _, tail = rest.split(END, 1)
+        return head + block + tail
+    lines = document.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("#") and ANCHOR_HEADING in line), None)
+    if start is None:
+        return (document.rstrip() or "# Benchmarks") + "\n\n" + block + "\n"
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        if line.strip() == SUITE_END:
+            return "\n".join(lines[:i + 1] + ["", block, ""] + lines[i + 1:]) + "\n"
+        if line.startswith("#") and len(line) - len(line.lstrip("#")) <= level:
+            return "\n".join(lines[:i] + [block, ""] + lines[i:]) + "\n"
+    return document.rstrip() + "\n\n" + block + "\n"
+
+
+def write_report(m: Measurement, command: str, output: Path, checkpoint_name: str) -> Path | None:
+    """The figure next to `output` and the section inside it; returns the figure's path (None: no matplotlib)."""
+    figure = output.parent / FIGURE
+    drawn = make_plot(m, figure, command)
+    old = output.read_text() if output.is_file() else ""
+    new = insert_section(old, render_section(m, command, checkpoint_name, str(FIGURE) if drawn else None))
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, output)
+    return figure if drawn else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.exit_quality", description=__doc__.split("\n")[0])
+    parser.add_argument("--problems", type=int, default=N_PROBLEMS, help="held-out problems per setting")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="trained HF checkpoint")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the BENCHMARKS.md to update")
+    args = parser.parse_args(argv)
+    if args.problems < 1:
+        parser.error("--problems must be at least 1")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if not (args.checkpoint / "config.json").is_file():
+        parser.error(f"{args.checkpoint} is not a checkpoint directory (no config.json)")
+    command = "python -m benchmarks.exit_quality " + shlex.join(
+        [f"--problems={args.problems}", f"--threads={args.threads}"]
+        + ([f"--checkpoint={args.checkpoint}"] if args.checkpoint != DEFAULT_CHECKPOINT else []))
+    try:
+        with tempfile.TemporaryDirectory(prefix="exit-quality-") as tmp:
+            files = convert_all(args.checkpoint, Path(tmp))
+            m = measure(files, held_out_problems(args.problems), threads=args.threads)
+    except (ConvertError, OuroRuntimeError) as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}", highlight=False)
+        return 1
+    print(markdown_table(m))  # plain print: a console would wrap the table's lines
+    figure = write_report(m, command, args.output, args.checkpoint.name)
+    print(f"wrote {args.output}" + (f" and {figure}" if figure else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
