@@ -166,6 +166,9 @@ def build_cross(target_name: str = "aarch64-linux", *, force: bool = False, patc
         log = rb._log_path(cache, f"cross-{target.name}", cross_key(target, patches))
         with staged_patched_tree(cache / "work", reporter, log, patches) as tree:
             changed = rb.sync_tree(tree, root / "src")
+        # CMake binds a build directory to one source path: configure from a copy in the cache, not from
+        # this checkout, so that other checkouts (CI's fresh clone) reuse the same build directory.
+        rb.sync_tree(NATIVE_DIR, root / "native")
         reporter.done("source tree " + ("created" if changed < 0 else f"updated ({changed} file(s) changed)"))
         if force and build_dir.exists():
             shutil.rmtree(build_dir)
@@ -175,7 +178,7 @@ def build_cross(target_name: str = "aarch64-linux", *, force: bool = False, patc
         env = rb._build_env(target.cmake_flags, cache)
         generator = ["-G", "Ninja"] if shutil.which("ninja") and not (build_dir / "Makefile").exists() else []
         reporter.step(f"configuring the {target.name} build")
-        rb._run_logged(["cmake", "-S", str(NATIVE_DIR), "-B", str(build_dir), *generator,
+        rb._run_logged(["cmake", "-S", str(root / "native"), "-B", str(build_dir), *generator,
                         f"-DCMAKE_TOOLCHAIN_FILE={toolchain}", f"-DLLAMA_CPP_DIR={root / 'src'}",
                         *target.cmake_flags], log, what=f"configuring the {target.name} build", env=env)
         reporter.step(f"cross-compiling llama.cpp for {target.name}")
