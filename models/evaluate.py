@@ -204,7 +204,8 @@ files is the one this model takes; every number below was measured on these stor
 ## Training
 
 `python -m models.train` (seed {recipe['seed']}, {recipe['stage1_steps']} + {recipe['stage2_steps']} steps of
-{recipe['batch_size']} conversations, 2 threads): {training['wall_seconds'] / 60:.1f} minutes of wall time.
+{recipe['batch_size']} conversations, {recipe['threads']} torch thread(s) on the project's 2 shared cores):
+{training['wall_seconds'] / 60:.1f} minutes of wall time.
 
 - Data (`models/data.py`): generated ChatML conversations, one user turn and one assistant turn:
   {mix}. Additions and subtractions of {OPERAND_DIGITS[0]}-{OPERAND_DIGITS[1]} digit numbers (answers
