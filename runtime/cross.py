@@ -168,6 +168,7 @@ def build_cross(target_name: str = "aarch64-linux", *, force: bool = False, patc
             changed = rb.sync_tree(tree, root / "src")
         # CMake binds a build directory to one source path: configure from a copy in the cache, not from
         # this checkout, so that other checkouts (CI's fresh clone) reuse the same build directory.
+        (root / "native").mkdir(parents=True, exist_ok=True)  # an existing target: sync copies, never moves
         rb.sync_tree(NATIVE_DIR, root / "native")
         reporter.done("source tree " + ("created" if changed < 0 else f"updated ({changed} file(s) changed)"))
         if force and build_dir.exists():
