@@ -29,14 +29,9 @@ from runtime.api import OuroModel, load
 CHAT_MESSAGE = "Explain in two sentences why the sky is blue."
 
 
-@dataclass
-class SpeedRow:
-    """Medians over the rounds of one configuration (loop count, exit mode, ...)."""
+class MedianRates:
+    """prompt/decode tok/s as the medians of a dataclass's `*_tps_runs` lists."""
 
-    label: str
-    loops: int
-    prompt_tokens: int
-    gen_tokens: int
     prompt_tps_runs: list[float]
     decode_tps_runs: list[float]
 
@@ -50,6 +45,18 @@ class SpeedRow:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "prompt_tps": self.prompt_tps, "decode_tps": self.decode_tps}
+
+
+@dataclass
+class SpeedRow(MedianRates):
+    """Medians over the rounds of one configuration (loop count, exit mode, ...)."""
+
+    label: str
+    loops: int
+    prompt_tokens: int
+    gen_tokens: int
+    prompt_tps_runs: list[float]
+    decode_tps_runs: list[float]
 
 
 def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None]]], prompt: str,

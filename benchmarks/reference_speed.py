@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from benchmarks.gguf_speed import MedianRates
 from runtime.reference import load_checkpoint
 
 
 @dataclass
-class ReferenceSpeed:
+class ReferenceSpeed(MedianRates):
     checkpoint: str
     dtype: str
     threads: int
@@ -32,17 +32,6 @@ class ReferenceSpeed:
     load_seconds: float
     prompt_tps_runs: list[float]
     decode_tps_runs: list[float]
-
-    @property
-    def prompt_tps(self) -> float:
-        return statistics.median(self.prompt_tps_runs)
-
-    @property
-    def decode_tps(self) -> float:
-        return statistics.median(self.decode_tps_runs)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "prompt_tps": self.prompt_tps, "decode_tps": self.decode_tps}
 
 
 @torch.inference_mode()

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from runtime.api import EXIT_MODES, KV_MODES, OuroModel, load
 from runtime.errors import OuroRuntimeError
-from runtime.memory_plan import KV_TYPES, available_memory, fit_warning, plan_memory
+from runtime.memory_plan import KV_TYPES, available_memory, fit_warning, human_bytes, plan_memory  # noqa: F401  (human_bytes: used by chat and info through this module)
 from runtime.validate import validate_gguf
 
 ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
@@ -122,12 +122,6 @@ class CtrlC:
         self.pressed = True
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def kv_summary(model: OuroModel) -> str:
