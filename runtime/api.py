@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import codecs
 import functools
+import gc
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -142,7 +144,10 @@ class TextStream:
         self._end()
 
     def __del__(self) -> None:
-        self._end()  # an abandoned stream must not keep other threads waiting for the model
+        # An abandoned stream must not keep other threads waiting for the model; its generation is ended
+        # (the generator's `finally`) before the model is released.
+        if self._release is not None:
+            self.close()
 
     def _end(self) -> None:
         release, self._release = self._release, None
@@ -217,6 +222,9 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_loops: int | None, n_ct
 # stream holds it until it is exhausted, closed or garbage-collected: other threads wait (serialized, not
 # refused). A thread's own unfinished stream never blocks it: its next call ends that stream first, as
 # before. A plain Lock, not an RLock: a stream may be finished (and release) on another thread.
+# The model keeps only a weak reference to its current stream (OuroModel._active), so a stream its caller
+# dropped can be collected; a stream and its generator refer to each other, so a caller about to wait
+# first runs the cycle collector, which releases the model if the holder was abandoned.
 
 def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
@@ -224,7 +232,9 @@ def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
         active = self._active
         if active is not None and active.owner == threading.get_ident() and not active.finished:
             self._close_active()  # releases the lock that stream holds
-        self._lock.acquire()
+        if not self._lock.acquire(blocking=False):
+            gc.collect()  # an abandoned stream releases the model in its __del__
+            self._lock.acquire()
         try:
             result = method(self, *args, **kwargs)
         except BaseException:
@@ -239,10 +249,21 @@ def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _weak_active(self: OuroModel) -> TextStream | None:
+    return self._active_ref() if self._active_ref is not None else None
+
+
+def _set_weak_active(self: OuroModel, stream: TextStream | None) -> None:
+    self._active_ref = weakref.ref(stream) if stream is not None else None
+
+
 # ---------------------------------------------------------------------------------------------- model
 
 class OuroModel:
     """An Ouro GGUF loaded in llama.cpp. Build it with `runtime.load`."""
+
+    # The generation in progress, held weakly (see _serialized).
+    _active = property(_weak_active, _set_weak_active)
 
     def __init__(self, path: Path, summary: GGUFSummary, *, n_ctx: int, settings: RuntimeSettings,
                  n_threads: int | None, seed: int | None) -> None:
@@ -251,6 +272,7 @@ class OuroModel:
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._lock = threading.Lock()  # see _serialized
+        self._active_ref: weakref.ref[TextStream] | None = None  # behind the _active property
         self._seed = seed
         self._llm: Any = None
         self._settings = RuntimeSettings()
