@@ -140,8 +140,10 @@ class TextStream:
             raise
 
     def close(self) -> None:
-        self._pieces.close()  # type: ignore[attr-defined]  (a generator: runs its `finally`)
-        self._end()
+        try:
+            self._pieces.close()  # type: ignore[attr-defined]  (a generator: runs its `finally`)
+        finally:
+            self._end()
 
     def __del__(self) -> None:
         # An abandoned stream must not keep other threads waiting for the model; its generation is ended
@@ -229,9 +231,9 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_loops: int | None, n_ct
 def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: OuroModel, *args: Any, **kwargs: Any) -> Any:
-        active = self._active
-        if active is not None and active.owner == threading.get_ident() and not active.finished:
+        if self._own_stream_is_open():
             self._close_active()  # releases the lock that stream holds
+        # No reference to the current stream may be held here: the collector must be free to reclaim it.
         if not self._lock.acquire(blocking=False):
             gc.collect()  # an abandoned stream releases the model in its __del__
             self._lock.acquire()
@@ -527,6 +529,10 @@ class OuroModel:
             self._chat_prefix = (history, prompt_tokens + completion.tokens + self.tokenize(history[len(head):]))
         else:
             self._chat_prefix = None
+
+    def _own_stream_is_open(self) -> bool:
+        active = self._active
+        return active is not None and active.owner == threading.get_ident() and not active.finished
 
     def _close_active(self) -> None:
         if self._active is not None and not self._active.finished:
