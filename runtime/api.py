@@ -34,7 +34,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runtime import control
 from runtime.errors import OuroRuntimeError
-from runtime.memory_plan import GGML_TYPE_IDS, KV_TYPES, needs_flash_attn, plan_memory
+from runtime.memory_plan import FLASH_ATTN, GGML_TYPE_IDS, KV_TYPES, plan_memory
 from runtime.sampling import SamplingParams
 from runtime.validate import MAX_LOGICAL_LAYERS, MAX_LOOPS, GGUFSummary, validate_gguf
 
@@ -211,7 +211,7 @@ def _open_llama(path: Path, settings: RuntimeSettings, n_loops: int | None, n_ct
             # core for batches, which on a busy machine stalls its spinning thread barriers for seconds.
             str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
             kv_overrides=overrides or None, verbose=False,
-            type_k=cache_type, type_v=cache_type, flash_attn=needs_flash_attn(settings.kv_type),
+            type_k=cache_type, type_v=cache_type, flash_attn=FLASH_ATTN,
         )
     except ValueError as e:
         raise OuroRuntimeError(f"{path}: llama.cpp cannot load it ({e}); is it an Ouro GGUF, and is the "
