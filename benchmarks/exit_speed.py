@@ -18,13 +18,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.cli import measurement_parser
 from benchmarks.gguf_speed import take_turns
 from ouro_cli.bench import PROMPT_WORD
 from runtime import control
@@ -105,13 +105,8 @@ def measure_long_context(path: str | Path, *, context: int = 3000, gen_tokens: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = measurement_parser(__doc__, prompt_tokens=64, gen_tokens=64)
     parser.add_argument("model", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--prompt-tokens", type=int, default=64)
-    parser.add_argument("--gen-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--long-context", type=int, metavar="N",
                         help="measure only decode with N cached tokens, full vs shared KV")
     args = parser.parse_args(argv)

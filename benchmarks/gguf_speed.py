@@ -4,7 +4,7 @@
                                     [--rounds 3] [--threads 2]
 
 The suite runs this in a child process so that the child's peak RSS is this file's alone. Speeds come
-from `ouro bench`'s own measurement (ouro_cli.bench._row: a fixed prompt from an empty cache, then greedy
+from `ouro bench`'s own measurement (ouro_cli.bench.measure_row: a fixed prompt from an empty cache, then greedy
 tokens with end-of-turn disabled). Rather than measuring each loop count back to back as `ouro bench`
 does, the loop counts take turns, one run each per round (set on the running context, no reload): on a
 machine shared with other jobs, load drifts over minutes, and taking turns spreads that drift evenly over
@@ -13,7 +13,6 @@ the loop counts whose ratios the report shows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -22,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ouro_cli.bench import PROMPT_WORD, BenchRow, _row
+from benchmarks.cli import measurement_parser
+from ouro_cli.bench import PROMPT_WORD, BenchRow, measure_row
 from runtime import control
 from runtime.api import OuroModel, load
 
@@ -67,7 +67,7 @@ def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None
     for _ in range(rounds):
         for label, (_, apply) in configs.items():
             apply()
-            runs[label].append(_row(model, label, prompt, gen_tokens, 1, lambda: None))
+            runs[label].append(measure_row(model, label, prompt, gen_tokens, 1, lambda: None))
             on_run(label)
     return [SpeedRow(label=label, loops=configs[label][0], prompt_tokens=rows[0].prompt_tokens,
                      gen_tokens=rows[0].gen_tokens, prompt_tps_runs=[r.prompt_tps for r in rows],
@@ -100,14 +100,15 @@ def chat_turn(model: OuroModel, max_tokens: int = 32) -> dict:
 
 
 def measure_file(path: str | Path, *, prompt_tokens: int = 512, gen_tokens: int = 128, rounds: int = 3,
-                 threads: int = 2, chat_tokens: int = 32,
+                 threads: int = 2, chat_tokens: int = 32, sweep: bool = True,
                  on_run: Callable[[str], None] = lambda _: None) -> dict:
+    """sweep=False: load, KV and the chat turn only, for a file whose tensors another file already measured."""
     n_ctx = max(prompt_tokens + gen_tokens, 240) + 16  # room for the chat turn too
     start = time.perf_counter()
     model = load(path, n_ctx=n_ctx, n_threads=threads)
     load_seconds = time.perf_counter() - start
     with model:
-        rows = loop_rows(model, prompt_tokens, gen_tokens, rounds, on_run)
+        rows = loop_rows(model, prompt_tokens, gen_tokens, rounds, on_run) if sweep else []
         chat = chat_turn(model, chat_tokens)
         kv_measured = control.kv_bytes(model.llama) / model.llama.n_ctx()
         return {
@@ -119,16 +120,14 @@ def measure_file(path: str | Path, *, prompt_tokens: int = 512, gen_tokens: int 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = measurement_parser(__doc__, prompt_tokens=512, gen_tokens=128)
     parser.add_argument("model", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--prompt-tokens", type=int, default=512)
-    parser.add_argument("--gen-tokens", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="no prompt/decode speeds: load, KV bytes and the chat turn only")
     args = parser.parse_args(argv)
     result = measure_file(args.model, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-                          rounds=args.rounds, threads=args.threads, on_run=lambda label: print(label, flush=True))
+                          rounds=args.rounds, threads=args.threads, sweep=not args.no_sweep,
+                          on_run=lambda label: print(label, flush=True))
     args.out.write_text(json.dumps(result, indent=2))
 
 

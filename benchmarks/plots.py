@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.report import swept
+
 
 def make_plots(data: dict, outdir: Path, relative_to: Path, command: str = "python -m benchmarks") -> dict[str, str]:
     """Draw what the results allow; returns {figure name: path relative to `relative_to`}.
@@ -20,7 +22,7 @@ def make_plots(data: dict, outdir: Path, relative_to: Path, command: str = "pyth
         return {}
     outdir.mkdir(parents=True, exist_ok=True)
     made = {}
-    speeds = {k.removesuffix("/speed"): v for k, v in data.items() if k.endswith("/speed")}
+    speeds = swept(data)
     if speeds:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for name, speed in sorted(speeds.items()):

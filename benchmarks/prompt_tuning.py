@@ -13,13 +13,13 @@ weights at load for its AVX2/AVX-512 GEMM kernels when the shapes allow (the CPU
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.cli import measurement_parser
 from ouro_cli.bench import PROMPT_WORD
 from runtime import control
 
@@ -63,12 +63,8 @@ def tune_prompt(files: dict[str, Path], *, prompt_tokens: int = 512, rounds: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = measurement_parser(__doc__, prompt_tokens=512)
     parser.add_argument("--file", action="append", required=True, metavar="NAME=PATH")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--prompt-tokens", type=int, default=512)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     files = {name: Path(path) for name, path in (f.split("=", 1) for f in args.file)}
     rows = tune_prompt(files, prompt_tokens=args.prompt_tokens, rounds=args.rounds, threads=args.threads,

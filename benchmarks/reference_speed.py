@@ -10,7 +10,6 @@ separately here, which reference.generate does not do: it is the same loop with 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.cli import measurement_parser
 from benchmarks.gguf_speed import MedianRates
 from runtime.reference import load_checkpoint
 
@@ -73,19 +73,13 @@ def reference_speed(checkpoint: str | Path, *, prompt_tokens: int = 512, gen_tok
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = measurement_parser(__doc__, prompt_tokens=512, gen_tokens=16)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--prompt-tokens", type=int, default=512)
-    parser.add_argument("--gen-tokens", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="runs (medians are reported)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
     result = reference_speed(args.checkpoint, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
                              runs=args.rounds, threads=args.threads)
     text = json.dumps(result.to_dict(), indent=2)
-    if args.out:
-        args.out.write_text(text)
+    args.out.write_text(text)
     print(text)
 
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.roofline import WeightBytes, roofline_tps
+from benchmarks.roofline import WeightBytes, kv_bytes_read, roofline_tps
 
 BEGIN = "<!-- benchmarks:suite:begin (python -m benchmarks rewrites this part) -->"
 END = "<!-- benchmarks:suite:end -->"
@@ -68,21 +68,47 @@ def _speed_rows(speed: dict) -> dict[int, dict]:
     return {r["loops"]: r for r in speed["rows"]}
 
 
+def _weights(data: dict, model: str, q: str) -> WeightBytes:
+    return WeightBytes(**{k: v for k, v in data[f"{model}/{q}/weights"].items() if k != "_meta"})
+
+
+def bytes_per_token(weights: WeightBytes, speed: dict, loops: int) -> float:
+    """What a decode step of the sweep reads at `loops` loops: the weights, and the KV cache at the mean
+    context of the decode steps (the prompt plus half the generated tokens)."""
+    row = _speed_rows(speed)[loops]
+    context = row["prompt_tokens"] + (row["gen_tokens"] - 1) / 2
+    return weights.per_token(loops) + kv_bytes_read(speed["kv_bytes_per_token"], speed["loops"], loops, context)
+
+
+def swept(data: dict) -> dict[str, dict]:
+    """{model/quant: speed result} of the files whose loop sweep was measured (a Thinking file with its base's
+    tensor table has none)."""
+    return {k.removesuffix("/speed"): v for k, v in data.items() if k.endswith("/speed") and v["rows"]}
+
+
+def commands_run(data: dict, command: str) -> list[str]:
+    """The suite commands whose results `data` holds: a resumed run adds its own to the first one's."""
+    return [r["command"] for r in data.get("invocations") or []] or [command]
+
+
 def machine_section(data: dict, command: str) -> list[str]:
     m = data["machine"]
     bw = ", ".join(f"{b['threads']} thread{'s' if b['threads'] > 1 else ''} {b['gbps']:.1f} GB/s"
                    for b in m["bandwidth"])
     finished = [v["_meta"]["finished"] for v in data.values() if "_meta" in v]
+    commands = commands_run(data, command)
+    resumed = "each resuming the saved results of the one before; " if len(commands) > 1 else ""
     return [
-        f"Produced by `{command}` (finished {max(finished) if finished else '?'}). Machine: {m['cores']} cores, "
+        f"Produced by {', then '.join(f'`{c}`' for c in commands)} ({resumed}finished "
+        f"{max(finished) if finished else '?'}). Machine: {m['cores']} cores, "
         f"{m['cpu']}, Python {m['python']}; numpy copy bandwidth (bytes read + written, median of "
         f"{len(m['bandwidth'][0]['runs_gbps'])} copies of {m['bandwidth'][0]['array_bytes'] >> 20} MiB, "
         f"`python -m benchmarks.bandwidth`): {bw}.",
         "",
-        "The machine is shared with a training job and other work: every table gives the 1-minute load "
-        "average before → after its measurement (2 cores: anything above 2 means our threads waited). "
-        "Ratios are measured in the same run, configurations taking turns round by round, so drifting load "
-        "hits them alike; absolute tok/s are pessimistic. Checkpoints are full-shape with random weights "
+        f"Every table gives the 1-minute load average before → after its measurement ({m['cores']} cores: "
+        f"above {m['cores']} our threads waited for a core, and absolute tok/s are pessimistic). Ratios are "
+        "measured in the same run, configurations taking turns round by round, so drifting load hits them "
+        "alike. Checkpoints are full-shape with random weights "
         f"(models/synthetic.py): speed does not depend on the values. Threads for every runtime and the "
         f"reference: {_threads(data)}.",
         "",
@@ -125,17 +151,18 @@ def files_section(data: dict, models: Sequence[str], quants: Sequence[str]) -> l
 
 def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot: str | None) -> list[str]:
     bw = bandwidth_gbps(data)
-    rows, commands, rounds = [], [], None
+    rows, commands, twins = [], [], []
     for model in models:
         for q in quants:
             speed, w = data.get(f"{model}/{q}/speed"), data.get(f"{model}/{q}/weights")
-            if not (speed and w):
+            if speed and speed.get("same_tensors_as"):
+                twins.append(f"{model} {q.upper()} (= {speed['same_tensors_as']})")
+            if not (speed and w and speed["rows"]):
                 continue
             commands.append(f"`{speed['_meta']['command']}`")
-            rounds = speed["rounds"]
-            weights = WeightBytes(**{k: v for k, v in w.items() if k != "_meta"})
+            weights = _weights(data, model, q)
             for t, r in sorted(_speed_rows(speed).items()):
-                per_token = weights.per_token(t)
+                per_token = bytes_per_token(weights, speed, t)
                 ceiling = roofline_tps(bw, per_token)
                 rows.append([model, q.upper(), t, _tps(r['prompt_tps']), _tps(r['decode_tps']),
                              _gib(per_token), _tps(ceiling), f"{100 * r['decode_tps'] / ceiling:.0f}%",
@@ -145,15 +172,20 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
     lines = [
         "### Prompt and decode speed at T loops",
         "",
-        f"{'; '.join(commands)} ({rounds} rounds, medians): a {data_prompt(data)}-token prompt from an empty "
+        f"{'; '.join(commands)} (medians of the rounds): a {data_prompt(data)}-token prompt from an empty "
         f"cache, then {data_gen(data)} greedy tokens; T set on the running context between runs. Bytes/token = "
-        f"T × block + head + one embedding row (`benchmarks.roofline`); roofline = {bw:.1f} GB/s (the copy "
-        f"bandwidth with the runs' thread count) / bytes per token.",
+        f"T × block + head + one embedding row + the KV cache T loops read at the mean decode context "
+        f"(`benchmarks.roofline`); roofline = {bw:.1f} GB/s (the copy bandwidth with the runs' thread count) / "
+        f"bytes per token.",
         "",
         *_table(["model", "quant", "T", "prompt tok/s", "decode tok/s", "bytes/token", "roofline tok/s",
                  "decode / roofline", "load avg"], rows, right_from=2),
         "",
     ]
+    if twins:
+        lines += [f"Not swept again: {', '.join(twins)}: the same tensor table (names, shapes, types; "
+                  "`benchmarks.roofline.tensor_layout`) as the base model's file, so the same bytes per token "
+                  "through the same kernels; their load, memory, KV and chat turn are in the first table.", ""]
     if plot:
         lines += [f"![decode tok/s vs loops]({plot})", "",
                   "Figure: decode tok/s vs loops per model and quant, from the table above "
@@ -162,11 +194,11 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
 
 
 def data_prompt(data: dict) -> int:
-    return next((v["rows"][0]["prompt_tokens"] for k, v in data.items() if k.endswith("/speed")), 0)
+    return next((v["rows"][0]["prompt_tokens"] for v in swept(data).values()), 0)
 
 
 def data_gen(data: dict) -> int:
-    return next((v["rows"][0]["gen_tokens"] for k, v in data.items() if k.endswith("/speed")), 0)
+    return next((v["rows"][0]["gen_tokens"] for v in swept(data).values()), 0)
 
 
 def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> list[str]:
@@ -194,17 +226,15 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
             "",
         ]
     rows = []
-    for key, speed in sorted(data.items()):
-        if not key.endswith("/speed"):
-            continue
-        model, q = key.removesuffix("/speed").split("/")
-        weights = WeightBytes(**{k: v for k, v in data[f"{model}/{q}/weights"].items() if k != "_meta"})
+    for key, speed in sorted(swept(data).items()):
+        model, q = key.split("/")
+        weights = _weights(data, model, q)
         by_t = _speed_rows(speed)
         t_max = speed["loops"]
         measured = by_t[1]["decode_tps"] / by_t[t_max]["decode_tps"]  # time per token, T loops / 1 loop
-        expected = weights.loop_scaling(t_max)
+        expected = bytes_per_token(weights, speed, t_max) / bytes_per_token(weights, speed, 1)
         overhead = measured / expected - 1
-        ceiling = roofline_tps(bandwidth_gbps(data), weights.per_token(t_max))
+        ceiling = roofline_tps(bandwidth_gbps(data), bytes_per_token(weights, speed, t_max))
         rows.append([f"{model} {q.upper()}", f"{measured:.2f}×", f"{expected:.2f}×", f"{100 * overhead:+.1f}%",
                      _met(overhead <= LOOP_OVERHEAD_GOAL),
                      f"{100 * by_t[t_max]['decode_tps'] / ceiling:.0f}%",
@@ -212,7 +242,7 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
     if rows:
         lines += [
             "**Against the cost of the loops and the physical limit.** Time per decoded token at T = 4 over T = 1 "
-            "on the same file, against the bytes each reads (4 × block + head + row over block + head + row: "
+            "on the same file, against the bytes each reads (4 loops' blocks and KV + head + row over one loop's: "
             "'4 × one loop + the head' if decode is bandwidth-bound); goal: looping adds ≤ 5%. Decode at T = 4 as a "
             f"share of the roofline; goal ≥ {100 * ROOFLINE_GOAL:.0f}%.",
             "",
@@ -338,7 +368,8 @@ def write_report(data: dict, models: Sequence[str], command: str, output: Path,
                  quants: Sequence[str] = ("q8_0", "q4_k_m")) -> None:
     from benchmarks.plots import make_plots
 
-    plots = make_plots(data, output.parent / FIGURES, output.parent, command) if "machine" in data else {}
+    title = " + ".join(commands_run(data, command))
+    plots = make_plots(data, output.parent / FIGURES, output.parent, title) if "machine" in data else {}
     old = output.read_text() if output.is_file() else ""
     new = replace_section(old, render(data, models, quants, command, plots))
     tmp = output.with_name(output.name + ".tmp")

@@ -6,8 +6,9 @@
 For each model (1.4b, 2.6b, 1.4b-thinking, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
 checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
 RSS), `ouro info`, and a child process that loads the file, measures prompt/decode speed at every loop
-count and runs one chat turn (its peak RSS is the file's). On the 1.4b only: the PyTorch reference, the
-early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well). The machine's copy
+count and runs one chat turn (its peak RSS is the file's); a Thinking file with the same tensor table as
+its base model's skips the loop sweep (same bytes, same kernels: same speed). On the 1.4b only: the
+PyTorch reference, the early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well). The machine's copy
 bandwidth is measured at the start. The defaults are the issue's sizes; on a machine whose cores are busy
 with other work, llama.cpp's threads spin at every barrier waiting for a descheduled sibling, and
 `--threads 1` with smaller sizes is what finishes (the sizes used are in BENCHMARKS.md's command line).
@@ -28,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,7 @@ from rich.progress import Progress
 from benchmarks.bandwidth import machine_bandwidth
 from benchmarks.convert_bench import convert_once, cpu_name, run_child
 from benchmarks.report import write_report
-from benchmarks.roofline import weight_bytes
+from benchmarks.roofline import tensor_layout, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("1.4b", "2.6b", "1.4b-thinking", "2.6b-thinking")
@@ -48,6 +49,10 @@ QUANTS = ("q8_0", "q4_k_m")
 REFERENCE_MODEL = "1.4b"  # the reference and issue 5's lines run on this shape only
 EXIT_QUANT = "q4_k_m"
 TUNING_EXTRA_QUANT = "q4_0"  # tried for the prompt pass: ggml's repacked Q4_0 GEMM kernels
+# A Thinking checkpoint differs from its base only in the tokenizer's template and the sampling defaults:
+# when its file's tensor table is the base's (benchmarks.roofline.tensor_layout), the loop sweep is not run
+# again; its conversion, load, memory, KV and chat turn (the Thinking template) are still measured.
+SAME_SHAPE_AS = {"1.4b-thinking": "1.4b", "2.6b-thinking": "2.6b"}
 
 
 class SuiteError(RuntimeError):
@@ -64,6 +69,13 @@ class Results:
             self.data = {}  # measured with other sizes: not comparable, start over
         self.data["settings"] = settings
 
+    def invoked(self, command: str, models: Sequence[str]) -> None:
+        """Record the command of this run (a resumed run may add models, or rounds, to an earlier one's)."""
+        runs = self.data.setdefault("invocations", [])
+        if not runs or runs[-1]["command"] != command:
+            runs.append({"command": command, "models": list(models)})
+        self._save()
+
     def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
         if key in self.data:
             return self.data[key]
@@ -74,10 +86,13 @@ class Results:
                            "seconds": time.time() - started,
                            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         self.data[key] = result
+        self._save()
+        return result
+
+    def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2))
         os.replace(tmp, self.path)
-        return result
 
 
 def _python(module: str, *args: str | Path) -> list[str]:
@@ -143,11 +158,12 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
     def step(description: str) -> None:
         progress.update(task, description=f"{preset}: {description}")
 
-    def child(key: str, module: str, *args: str | int | Path) -> None:
+    def child(key: str, module: str, *args: str | int | Path, extra: dict | None = None) -> None:
         name = key.replace("/", "-")
         cmd = _python(module, *args, "--out", mdir / f"{name}.json", *work.child_args())
         step(f"{module}")
-        results.stage(key, lambda: child_json(cmd, mdir / f"{name}.json", mdir / f"{name}.log"), _shown(cmd))
+        results.stage(key, lambda: {**child_json(cmd, mdir / f"{name}.json", mdir / f"{name}.log"), **(extra or {})},
+                      _shown(cmd))
 
     def converted(q: str) -> Path:
         gguf = mdir / f"bench-{q}.gguf"
@@ -157,16 +173,28 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
         results.stage(f"{preset}/{q}/convert", lambda: _convert(ensure_checkpoint(preset, ckpt), q, mdir),
                       f"ouro convert {ckpt} --type {q} (timed by benchmarks.convert_bench.convert_once)")
         results.stage(f"{preset}/{q}/weights", lambda: weight_bytes(gguf).to_dict(), "benchmarks.roofline.weight_bytes")
+        results.stage(f"{preset}/{q}/layout", lambda: {"digest": tensor_layout(gguf)}, "benchmarks.roofline.tensor_layout")
         results.stage(f"{preset}/{q}/info", lambda: ouro_info(gguf), f"ouro info {gguf} --json")
         return gguf
 
     def pending(*keys: str) -> bool:
         return any(k not in results.data for k in keys)
 
+    def measured_twin(q: str) -> str | None:
+        """The model of this run whose file of quant q has the same tensor table and measured speeds."""
+        twin = SAME_SHAPE_AS.get(preset)
+        if twin is None or not results.data.get(f"{twin}/{q}/speed", {}).get("rows"):
+            return None
+        same = results.data.get(f"{twin}/{q}/layout", {}).get("digest") == results.data[f"{preset}/{q}/layout"]["digest"]
+        return twin if same else None
+
     for q in QUANTS:
         if pending(f"{preset}/{q}/speed"):
-            child(f"{preset}/{q}/speed", "benchmarks.gguf_speed", converted(q),
-                  "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.gen_tokens)
+            gguf = converted(q)
+            twin = measured_twin(q)
+            child(f"{preset}/{q}/speed", "benchmarks.gguf_speed", gguf,
+                  "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.gen_tokens,
+                  *(["--no-sweep"] if twin else []), extra={"same_tensors_as": twin} if twin else None)
         progress.advance(task)
     if preset != REFERENCE_MODEL:
         return
@@ -214,7 +242,10 @@ def main(argv: list[str] | None = None) -> None:
                     context=args.context, threads=args.threads)
     console = Console(stderr=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(args.workdir / "results.json", args.fresh, settings=asdict(work))
+    # The rounds are not part of what makes results comparable (they only set how many runs a median
+    # takes), so a resumed run may use other rounds; each table names the command, rounds included.
+    results = Results(args.workdir / "results.json", args.fresh,
+                      settings={k: v for k, v in asdict(work).items() if k != "rounds"})
     models = QUICK_MODELS if args.quick else MODELS
     flags = {"rounds": work.rounds, "prompt-tokens": work.prompt_tokens, "gen-tokens": work.gen_tokens,
              "context": work.context, "threads": work.threads}
@@ -222,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                 "context": default.context, "threads": default.threads}
     command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
         f" --{flag} {value}" for flag, value in flags.items() if value != defaults[flag])
+    results.invoked(command, models)
     try:
         with Progress(console=console) as progress:
             task = progress.add_task("machine: copy bandwidth", total=len(models) * len(QUANTS))

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from models.tokenizer import TokenizerError, build_tokenizer, write_tokenizer_files
+from models.tokenizer import TokenizerError, build_tokenizer, write_json, write_tokenizer_files
 
 __all__ = [
     "PRESETS",
@@ -286,10 +286,6 @@ def _generation_config(config: dict, thinking: bool) -> dict:
     }
 
 
-def _write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -335,8 +331,8 @@ def write_checkpoint(
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the checkpoint should not be
-        _write_json(staging / "config.json", config)
-        _write_json(staging / "generation_config.json", _generation_config(config, thinking))
+        write_json(staging / "config.json", config)
+        write_json(staging / "generation_config.json", _generation_config(config, thinking))
         write_tokenizer_files(build_tokenizer(_TOKENIZER_CORPUS, config["vocab_size"]), staging, thinking=thinking)
         total = safetensors_layout(config, dtype)[1]
         with open(staging / "model.safetensors", "wb") as f, Progress(

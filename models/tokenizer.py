@@ -167,7 +167,7 @@ def _token_entry(content: str) -> dict[str, object]:
     return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
 
 
-def _write_json(path: Path, data: object) -> None:
+def write_json(path: Path, data: object) -> None:
     """Write JSON to a temp file beside `path`, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -189,8 +189,8 @@ def write_tokenizer_files(tokenizer: Tokenizer, outdir: str | os.PathLike[str], 
         if tokenizer.token_to_id(token) != token_id:
             raise TokenizerError(f"tokenizer does not have {token} at id {token_id}")
 
-    _write_json(out / "tokenizer.json", json.loads(tokenizer.to_str()))
-    _write_json(
+    write_json(out / "tokenizer.json", json.loads(tokenizer.to_str()))
+    write_json(
         out / "tokenizer_config.json",
         {
             "add_prefix_space": False,
@@ -209,7 +209,7 @@ def write_tokenizer_files(tokenizer: Tokenizer, outdir: str | os.PathLike[str], 
             "vocab_size": tokenizer.get_vocab_size(),
         },
     )
-    _write_json(
+    write_json(
         out / "special_tokens_map.json",
         {
             "additional_special_tokens": list(SPECIAL_TOKENS),

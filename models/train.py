@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from models.data import TRAIN_MIX, TRAIN_SEED, Problem, held_out_problems, make_problem, render_prompt, training_stream
-from models.tokenizer import IM_END, _write_json, build_tokenizer, write_tokenizer_files
+from models.tokenizer import IM_END, write_json, build_tokenizer, write_tokenizer_files
 from runtime.reference import Ouro, OuroConfig, exit_probs
 
 MODEL_NAME = "ouro-tiny-arith"
@@ -298,11 +298,11 @@ def write_checkpoint(model: Ouro, tokenizer: Tokenizer, recipe: Recipe, stats: d
     save_file(state, tmp)
     os.chmod(tmp, 0o644)  # mkstemp makes it private; it is a published file
     os.replace(tmp, outdir / "model.safetensors")
-    _write_json(outdir / "config.json", recipe.model_config())
+    write_json(outdir / "config.json", recipe.model_config())
     # A chat turn ends with <|im_end|> (2); 0 stays a stop id like in the published configs.
-    _write_json(outdir / "generation_config.json",
+    write_json(outdir / "generation_config.json",
                 {"bos_token_id": 0, "eos_token_id": [2, 0], "pad_token_id": 0, "do_sample": False})
-    _write_json(outdir / "training.json", {"recipe": asdict(recipe), **stats})
+    write_json(outdir / "training.json", {"recipe": asdict(recipe), **stats})
     write_tokenizer_files(tokenizer, outdir, thinking=False)
 
 

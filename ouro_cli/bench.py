@@ -63,8 +63,8 @@ def _measure(model: OuroModel, prompt: str, gen_tokens: int) -> Completion:
     return completion
 
 
-def _row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int, advance,
-         threshold: float | None = None) -> BenchRow:
+def measure_row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int, advance,
+                threshold: float | None = None) -> BenchRow:
     prompt_runs, decode_runs = [], []
     stats = None
     for _ in range(repeats):
@@ -97,7 +97,7 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
             for t in loop_counts:
                 progress.update(task, description=f"select, {t} loop{'s' if t > 1 else ''}")
                 model.set_loops(t)
-                rows.append(_row(model, "select", prompt, gen_tokens, repeats, advance))
+                rows.append(measure_row(model, "select", prompt, gen_tokens, repeats, advance))
             try:
                 if not skip_thresholds:
                     raise OuroRuntimeError("no --skip-thresholds")
@@ -109,7 +109,7 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
                 for q in skip_thresholds:
                     progress.update(task, description=f"skip mode, threshold {q:g}")
                     model.set_exit_threshold(q)
-                    rows.append(_row(model, "skip", prompt, gen_tokens, repeats, advance, threshold=q))
+                    rows.append(measure_row(model, "skip", prompt, gen_tokens, repeats, advance, threshold=q))
                 skip_mode = "measured"
     return BenchResult(model=str(path), threads=n_threads, n_ctx=n_ctx, repeats=repeats, rows=rows,
                        skip_mode=skip_mode)

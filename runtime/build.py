@@ -777,21 +777,31 @@ def print_status(status: RuntimeStatus, console: Console) -> None:
         console.print(f"  run `{BUILD_COMMAND}` to fix")
 
 
-def cli_build(*, native: bool, tools: bool, force: bool) -> int:
-    """`build` for both command lines: returns the exit code, errors as one message without traceback."""
+def run_for_cli(work: Callable[[Console], list[str]]) -> int:
+    """Run a build step for a command line: `work` gets the console for its progress and returns the lines
+    that report its result. An error is one message without a traceback; returns the exit code."""
     console = Console(stderr=True, soft_wrap=True)
     try:
-        result = build_runtime(native=native, tools=tools, force=force, console=console)
+        lines = work(console)
     except BuildError as error:
         console.print(f"[red]error:[/] {error}", highlight=False)
         return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         return 130
-    console.print(f"runtime ready in {result.seconds:.1f} s (key {result.key[:12]})", highlight=False)
-    if result.tools:
-        console.print(f"tools: {result.tools}", highlight=False)
+    for line in lines:
+        console.print(line, highlight=False)
     return 0
+
+
+def cli_build(*, native: bool, tools: bool, force: bool) -> int:
+    """`build` for both command lines."""
+    def work(console: Console) -> list[str]:
+        result = build_runtime(native=native, tools=tools, force=force, console=console)
+        return [f"runtime ready in {result.seconds:.1f} s (key {result.key[:12]})",
+                *([f"tools: {result.tools}"] if result.tools else [])]
+
+    return run_for_cli(work)
 
 
 def cli_status() -> int:

@@ -299,17 +299,7 @@ def compare(model: Path, prompt: Sequence[int], n_predict: int, *, target_name: 
 
 
 def cli_build(target: str, *, force: bool) -> int:
-    console = Console(stderr=True, soft_wrap=True)
-    try:
-        path = build_cross(target, force=force, console=console)
-    except rb.BuildError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False)
-        return 1
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        return 130
-    console.print(f"{target}: {path}", highlight=False)
-    return 0
+    return rb.run_for_cli(lambda console: [f"{target}: {build_cross(target, force=force, console=console)}"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

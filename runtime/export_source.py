@@ -205,17 +205,11 @@ setting needs; prefer a Q8_0 or Q4_K_M GGUF on a phone.
 
 
 def cli_export(directory: Path) -> int:
-    console = Console(stderr=True, soft_wrap=True)
-    try:
+    def work(console: Console) -> list[str]:
         target = export_source(directory, console=console)
-    except rb.BuildError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False)
-        return 1
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        return 130
-    console.print(f"patched llama.cpp written to {target}; build scripts in {target / SCRIPTS_DIR}", highlight=False)
-    return 0
+        return [f"patched llama.cpp written to {target}; build scripts in {target / SCRIPTS_DIR}"]
+
+    return rb.run_for_cli(work)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from gguf import GGUFReader
 
 from benchmarks.bandwidth import copy_bandwidth
 from benchmarks.report import BEGIN, END, render, replace_section, write_report
-from benchmarks.roofline import weight_bytes
+from benchmarks.roofline import kv_bytes_read, tensor_layout, weight_bytes
 from benchmarks.suite import Results
 
 ROUNDS = 2
@@ -32,7 +32,28 @@ def test_weight_bytes_match_the_tensor_table(tiny_gguf):
     assert w.embedding_row * 512 == tensors["token_embd.weight"]  # the tiny preset's vocabulary
     assert w.block + w.head + w.embedding_row * 512 == sum(tensors.values())
     assert w.per_token(4) == 4 * w.block + w.head + w.embedding_row
-    assert w.loop_scaling(1) == 1.0 and 1.0 < w.loop_scaling(2) < w.loop_scaling(4) < 4.0
+    # each loop reads its own K/V of every cached token
+    assert kv_bytes_read(4096, file_loops=4, loops=2, context=100) == 2 * 1024 * 100
+
+
+def test_tensor_layout_tells_files_apart_by_tensors_not_metadata(tiny_gguf, tmp_path):
+    import io
+    import shutil
+
+    from rich.console import Console
+
+    from convert.convert import convert_checkpoint
+
+    ckpt, path = tiny_gguf(qtype="q8_0")
+    other_template = tmp_path / "ckpt"
+    shutil.copytree(ckpt, other_template)
+    config = json.loads((other_template / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (other_template / "tokenizer_config.json").write_text(json.dumps(config))
+    twin = convert_checkpoint(other_template, tmp_path / "twin.gguf", "q8_0", console=Console(file=io.StringIO()))
+    assert twin.read_bytes() != path.read_bytes()  # the metadata differs ...
+    assert tensor_layout(twin) == tensor_layout(path)  # ... the tensors do not
+    assert tensor_layout(tiny_gguf(qtype="f16")[1]) != tensor_layout(path)
 
 
 def test_results_resume_and_record_the_command(tmp_path):
@@ -47,6 +68,16 @@ def test_results_resume_and_record_the_command(tmp_path):
     assert saved["_meta"]["command"] == "python -m something" and len(saved["_meta"]["load_before"]) == 3
     assert "a" not in Results(path, fresh=False, settings={"rounds": 2}).data  # other sizes: start over
     assert "a" not in Results(path, fresh=True, settings={"rounds": 3}).data
+
+
+def test_a_resumed_run_adds_its_command(tmp_path):
+    results = Results(tmp_path / "results.json", fresh=False, settings={"threads": 2})
+    results.invoked("python -m benchmarks --quick", ["1.4b"])
+    results.invoked("python -m benchmarks --quick", ["1.4b"])  # the same command again: one entry
+    again = Results(tmp_path / "results.json", fresh=False, settings={"threads": 2})
+    again.invoked("python -m benchmarks --rounds 1", ["1.4b", "2.6b"])
+    assert [r["command"] for r in again.data["invocations"]] == ["python -m benchmarks --quick",
+                                                                 "python -m benchmarks --rounds 1"]
 
 
 def test_replace_section_keeps_other_sections():
@@ -81,6 +112,7 @@ def measured(tiny_gguf, tmp_path_factory):
         "tuning": tune_prompt({"q8_0": path, "q4_0": q4}, prompt_tokens=8, rounds=ROUNDS, threads=1),
         "path": path,
         "speed": measure_file(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1, chat_tokens=5),
+        "no_sweep": measure_file(path, rounds=ROUNDS, threads=1, chat_tokens=5, sweep=False),
         "exit": measure_exit(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1),
         "long": measure_long_context(path, context=600, gen_tokens=3, rounds=ROUNDS, threads=1),  # > n_batch
         "reference": reference_speed(ckpt, prompt_tokens=8, gen_tokens=3, runs=ROUNDS, threads=1).to_dict(),
@@ -97,6 +129,9 @@ def test_file_measurement(measured):
         assert min(r["decode_tps_runs"]) <= r["decode_tps"] <= max(r["decode_tps_runs"])
     assert s["kv_bytes_per_token_measured"] == s["kv_bytes_per_token"]  # the context's buffer vs the formula
     assert s["chat"]["generated_tokens"] == 5 and s["chat"]["prompt_tail"].endswith("assistant\n")
+    twin = measured["no_sweep"]  # a file whose tensors another file measured: no loop sweep, the rest as before
+    assert twin["rows"] == [] and twin["chat"]["generated_tokens"] == 5
+    assert twin["kv_bytes_per_token_measured"] == s["kv_bytes_per_token_measured"]
 
 
 def test_exit_measurement(measured):
@@ -147,15 +182,22 @@ def test_report_from_measurements(measured, tmp_path):
         "tiny/prompt_tuning": {"rows": measured["tuning"], "threads": 1, "rounds": ROUNDS,
                                "_meta": _meta("python -m benchmarks.prompt_tuning")},
         "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
+        "twin/q8_0/convert": {"seconds": 1.0, "peak_rss": 1 << 30, "file_bytes": 1 << 20, "_meta": _meta("convert")},
+        "twin/q8_0/weights": {**weight_bytes(path).to_dict(), "_meta": _meta("weights")},
+        "twin/q8_0/info": info,
+        "twin/q8_0/speed": {**measured["no_sweep"], "same_tensors_as": "tiny", "peak_rss": 1 << 29,
+                            "_meta": _meta("python -m benchmarks.gguf_speed --no-sweep")},
     }
-    text = render(data, ["tiny", "other"], ["q8_0", "q4_k_m"], "python -m benchmarks --quick", ref_model="tiny",
+    text = render(data, ["tiny", "other", "twin"], ["q8_0", "q4_k_m"], "python -m benchmarks --quick", ref_model="tiny",
                   exit_quant="q8_0")
-    for needle in ("python -m benchmarks --quick", "python -m benchmarks.gguf_speed", "python -m benchmarks.exit_speed",
+    for needle in ("Produced by `python -m benchmarks --quick` (finished", "python -m benchmarks.gguf_speed", "python -m benchmarks.exit_speed",
                    "python -m benchmarks.reference_speed", "load avg", "vs reference", "loop overhead",
                    "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 600", "python -m benchmarks.prompt_tuning", "implied at T=4 vs reference", "Not measured in this run: other"):
         assert needle in text, needle
     speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
     assert len(speed_table) == 1 + 4  # the files row and one row per loop count
+    assert len([line for line in text.splitlines() if line.startswith("| twin | Q8_0 |")]) == 1  # files row only
+    assert "Not swept again: twin Q8_0 (= tiny)" in text and "| twin Q8_0 |" not in text
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## Reliability\n\nby another helper\n")
     write_report(data, ["tiny"], "python -m benchmarks --quick", out)
