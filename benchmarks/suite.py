@@ -3,7 +3,7 @@
     nice -n 10 python -m benchmarks [--quick] [--workdir /tmp/ouro-bench] [--rounds 3] [--keep] [--fresh]
                                     [--prompt-tokens 512] [--gen-tokens 128] [--context 3000] [--threads 2]
 
-For each model (1.4b, 2.6b, 1.4b-thinking, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
+For each model (1.4b, 1.4b-thinking, 2.6b, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
 checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
 RSS), `ouro info`, and a child process that loads the file, measures prompt/decode speed at every loop
 count and runs one chat turn (its peak RSS is the file's); a Thinking file with the same tensor table as
@@ -43,7 +43,7 @@ from benchmarks.report import write_report
 from benchmarks.roofline import tensor_layout, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("1.4b", "2.6b", "1.4b-thinking", "2.6b-thinking")
+MODELS = ("1.4b", "1.4b-thinking", "2.6b", "2.6b-thinking")  # each Thinking model after its base (SAME_SHAPE_AS)
 QUICK_MODELS = ("1.4b",)
 QUANTS = ("q8_0", "q4_k_m")
 REFERENCE_MODEL = "1.4b"  # the reference and issue 5's lines run on this shape only
