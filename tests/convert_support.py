@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -84,3 +85,23 @@ def gguf_fields(reader: GGUFReader) -> dict[str, object]:
         else:
             out[name] = field.parts[field.data[0]][0].item()
     return out
+
+
+def write_wide_checkpoint(tiny: Path, dst: Path, **config_changes) -> Path:
+    """A copy of the `tiny` checkpoint `tiny` with hidden 256, intermediate 512 and head 64 (K-quant blocks
+    are 256 wide, so every matrix can really be K-quantized), other config changes applied, and new random
+    BF16 weights of those shapes."""
+    from models.synthetic import tensor_shapes
+
+    dst.mkdir(parents=True)
+    config = json.loads((tiny / "config.json").read_text())
+    config.update(hidden_size=256, intermediate_size=512, head_dim=64, **config_changes)
+    (dst / "config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny / name, dst / name)
+    rng = np.random.default_rng(0)
+    write_safetensors(dst / "model.safetensors", {
+        name: ("BF16", bf16_bits(rng.standard_normal(shape, dtype=np.float32) * 0.05).tobytes(), list(shape))
+        for name, shape in tensor_shapes(config)
+    })
+    return dst

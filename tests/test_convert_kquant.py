@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
-import json
 import shutil
 import sys
 import types
@@ -132,23 +131,9 @@ def test_real_llama_cpp_q4_k_m(tmp_path):
     import numpy as np
     from gguf.quants import dequantize
 
-    from convert_support import bf16_bits, read_safetensors, write_safetensors
-    from models.synthetic import tensor_shapes
+    from convert_support import read_safetensors, write_wide_checkpoint
 
-    # K-quant blocks are 256 wide: hidden 256 and intermediate 512 let every matrix really be K-quantized.
-    tiny = write_checkpoint(tmp_path / "Ouro-tiny", "tiny")
-    src = tmp_path / "Ouro-k"
-    src.mkdir()
-    config = json.loads((tiny / "config.json").read_text())
-    config.update(hidden_size=256, intermediate_size=512, head_dim=64)
-    (src / "config.json").write_text(json.dumps(config))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny / name, src / name)
-    rng = np.random.default_rng(0)
-    write_safetensors(src / "model.safetensors", {
-        name: ("BF16", bf16_bits(rng.standard_normal(shape, dtype=np.float32) * 0.05).tobytes(), list(shape))
-        for name, shape in tensor_shapes(config)
-    })
+    src = write_wide_checkpoint(write_checkpoint(tmp_path / "Ouro-tiny", "tiny"), tmp_path / "Ouro-k")
     out = convert_checkpoint(src, tmp_path / "k.gguf", "q4_k_m", console=Console(file=io.StringIO()))
 
     reader = GGUFReader(out)

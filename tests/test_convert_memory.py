@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import io
-import json
-import shutil
 import tracemalloc
 
-import numpy as np
 import pytest
 from rich.console import Console
 
 from convert.convert import convert_checkpoint
-from convert_support import bf16_bits, write_safetensors
-from models.synthetic import tensor_shapes, write_checkpoint
+from convert_support import write_wide_checkpoint
+from models.synthetic import write_checkpoint
 
 
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
     """Wider than `tiny` (tensors of 128K values) and 24 layers: the model is ~60x its largest tensor."""
     tiny = write_checkpoint(tmp_path_factory.mktemp("tiny") / "Ouro-tiny", "tiny")
-    src = tmp_path_factory.mktemp("wide") / "Ouro-wide"
-    src.mkdir()
-    config = json.loads((tiny / "config.json").read_text())
-    config.update(hidden_size=256, intermediate_size=512, head_dim=64, num_hidden_layers=24)
-    (src / "config.json").write_text(json.dumps(config))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny / name, src / name)
-    rng = np.random.default_rng(0)
-    write_safetensors(src / "model.safetensors", {
-        name: ("BF16", bf16_bits(rng.standard_normal(shape, dtype=np.float32) * 0.05).tobytes(), list(shape))
-        for name, shape in tensor_shapes(config)
-    })
-    return src
+    return write_wide_checkpoint(tiny, tmp_path_factory.mktemp("wide") / "Ouro-wide", num_hidden_layers=24)
 
 
 @pytest.mark.parametrize("qtype", ["f16", "q8_0"])

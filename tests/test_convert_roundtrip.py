@@ -94,20 +94,18 @@ def assert_round_trip(src: Path, gguf: Path, check) -> None:
             check(name, qtype, values, ref)
 
 
-def test_f32_is_exact_from_f32_source(tiny_f32, tmp_path):
+def exactly(expected_type):
     def check(name, qtype, values, ref):
-        assert qtype == Q.F32
+        assert qtype == expected_type
         np.testing.assert_array_equal(values, ref, err_msg=name)
 
-    assert_round_trip(tiny_f32, convert(tiny_f32, tmp_path / "x.gguf", "f32"), check)
+    return check
 
 
-def test_f32_is_exact_from_bf16_source(tiny_bf16, tmp_path):
-    def check(name, qtype, values, ref):
-        assert qtype == Q.F32
-        np.testing.assert_array_equal(values, ref, err_msg=name)
-
-    assert_round_trip(tiny_bf16, convert(tiny_bf16, tmp_path / "x.gguf", "f32"), check)
+@pytest.mark.parametrize("source", ["tiny_f32", "tiny_bf16"])
+def test_f32_is_exact(source, request, tmp_path):
+    src = request.getfixturevalue(source)
+    assert_round_trip(src, convert(src, tmp_path / "x.gguf", "f32"), exactly(Q.F32))
 
 
 def test_f16_is_within_f16_rounding(tiny_f32, tmp_path):
@@ -121,11 +119,7 @@ def test_f16_is_within_f16_rounding(tiny_f32, tmp_path):
 
 
 def test_bf16_is_exact_from_bf16_source(tiny_bf16, tmp_path):
-    def check(name, qtype, values, ref):
-        assert qtype == Q.BF16
-        np.testing.assert_array_equal(values, ref, err_msg=name)
-
-    assert_round_trip(tiny_bf16, convert(tiny_bf16, tmp_path / "x.gguf", "bf16"), check)
+    assert_round_trip(tiny_bf16, convert(tiny_bf16, tmp_path / "x.gguf", "bf16"), exactly(Q.BF16))
 
 
 def block_amax(ref: np.ndarray) -> np.ndarray:
