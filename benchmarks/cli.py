@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 
-def measurement_parser(doc: str | None, *, prompt_tokens: int, gen_tokens: int | None = None) -> argparse.ArgumentParser:
+def measurement_parser(doc: str | None, *, prompt_tokens: int,
+                       gen_tokens: int | None = None) -> argparse.ArgumentParser:
     """A parser with --out, --prompt-tokens, --gen-tokens (when the measurement decodes), --rounds and
     --threads; the defaults are the issue's sizes unless given."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])

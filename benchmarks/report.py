@@ -232,9 +232,10 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
         by_t = _speed_rows(speed)
         t_max = speed["loops"]
         measured = by_t[1]["decode_tps"] / by_t[t_max]["decode_tps"]  # time per token, T loops / 1 loop
-        expected = bytes_per_token(weights, speed, t_max) / bytes_per_token(weights, speed, 1)
+        read_at_t_max = bytes_per_token(weights, speed, t_max)
+        expected = read_at_t_max / bytes_per_token(weights, speed, 1)
         overhead = measured / expected - 1
-        ceiling = roofline_tps(bandwidth_gbps(data), bytes_per_token(weights, speed, t_max))
+        ceiling = roofline_tps(bandwidth_gbps(data), read_at_t_max)
         rows.append([f"{model} {q.upper()}", f"{measured:.2f}×", f"{expected:.2f}×", f"{100 * overhead:+.1f}%",
                      _met(overhead <= LOOP_OVERHEAD_GOAL),
                      f"{100 * by_t[t_max]['decode_tps'] / ceiling:.0f}%",

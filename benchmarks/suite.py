@@ -8,10 +8,11 @@ checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): 
 RSS), `ouro info`, and a child process that loads the file, measures prompt/decode speed at every loop
 count and runs one chat turn (its peak RSS is the file's); a Thinking file with the same tensor table as
 its base model's skips the loop sweep (same bytes, same kernels: same speed). On the 1.4b only: the
-PyTorch reference, the early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well). The machine's copy
-bandwidth is measured at the start. The defaults are the issue's sizes; on a machine whose cores are busy
-with other work, llama.cpp's threads spin at every barrier waiting for a descheduled sibling, and
-`--threads 1` with smaller sizes is what finishes (the sizes used are in BENCHMARKS.md's command line).
+PyTorch reference, the early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well).
+The machine's copy bandwidth is measured at the start. The defaults are the issue's sizes; on a machine
+whose cores are busy with other work, llama.cpp's threads spin at every barrier waiting for a
+descheduled sibling, and `--threads 1` with smaller sizes is what finishes (the sizes used are in
+BENCHMARKS.md's command line).
 
 Every stage's result is saved in WORKDIR/results.json as soon as it exists, so an interrupted run
 resumes where it stopped (--fresh starts over); BENCHMARKS.md is rewritten between its markers at the
@@ -29,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +44,7 @@ from benchmarks.report import write_report
 from benchmarks.roofline import tensor_layout, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("1.4b", "1.4b-thinking", "2.6b", "2.6b-thinking")  # each Thinking model after its base (SAME_SHAPE_AS)
+MODELS = ("1.4b", "1.4b-thinking", "2.6b", "2.6b-thinking")  # a Thinking model after its base (SAME_SHAPE_AS)
 QUICK_MODELS = ("1.4b",)
 QUANTS = ("q8_0", "q4_k_m")
 REFERENCE_MODEL = "1.4b"  # the reference and issue 5's lines run on this shape only
@@ -69,11 +70,11 @@ class Results:
             self.data = {}  # measured with other sizes: not comparable, start over
         self.data["settings"] = settings
 
-    def invoked(self, command: str, models: Sequence[str]) -> None:
+    def invoked(self, command: str) -> None:
         """Record the command of this run (a resumed run may add models, or rounds, to an earlier one's)."""
         runs = self.data.setdefault("invocations", [])
         if not runs or runs[-1]["command"] != command:
-            runs.append({"command": command, "models": list(models)})
+            runs.append({"command": command})
         self._save()
 
     def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
@@ -173,7 +174,8 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
         results.stage(f"{preset}/{q}/convert", lambda: _convert(ensure_checkpoint(preset, ckpt), q, mdir),
                       f"ouro convert {ckpt} --type {q} (timed by benchmarks.convert_bench.convert_once)")
         results.stage(f"{preset}/{q}/weights", lambda: weight_bytes(gguf).to_dict(), "benchmarks.roofline.weight_bytes")
-        results.stage(f"{preset}/{q}/layout", lambda: {"digest": tensor_layout(gguf)}, "benchmarks.roofline.tensor_layout")
+        results.stage(f"{preset}/{q}/layout", lambda: {"digest": tensor_layout(gguf)},
+                      "benchmarks.roofline.tensor_layout")
         results.stage(f"{preset}/{q}/info", lambda: ouro_info(gguf), f"ouro info {gguf} --json")
         return gguf
 
@@ -185,8 +187,8 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
         twin = SAME_SHAPE_AS.get(preset)
         if twin is None or not results.data.get(f"{twin}/{q}/speed", {}).get("rows"):
             return None
-        same = results.data.get(f"{twin}/{q}/layout", {}).get("digest") == results.data[f"{preset}/{q}/layout"]["digest"]
-        return twin if same else None
+        digest = results.data[f"{preset}/{q}/layout"]["digest"]
+        return twin if results.data.get(f"{twin}/{q}/layout", {}).get("digest") == digest else None
 
     for q in QUANTS:
         if pending(f"{preset}/{q}/speed"):
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                 "context": default.context, "threads": default.threads}
     command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
         f" --{flag} {value}" for flag, value in flags.items() if value != defaults[flag])
-    results.invoked(command, models)
+    results.invoked(command)
     try:
         with Progress(console=console) as progress:
             task = progress.add_task("machine: copy bandwidth", total=len(models) * len(QUANTS))

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from models.data import TRAIN_MIX, TRAIN_SEED, Problem, held_out_problems, make_problem, render_prompt, training_stream
-from models.tokenizer import IM_END, write_json, build_tokenizer, write_tokenizer_files
+from models.tokenizer import IM_END, build_tokenizer, write_json, write_tokenizer_files
 from runtime.reference import Ouro, OuroConfig, exit_probs
 
 MODEL_NAME = "ouro-tiny-arith"
@@ -301,7 +301,7 @@ def write_checkpoint(model: Ouro, tokenizer: Tokenizer, recipe: Recipe, stats: d
     write_json(outdir / "config.json", recipe.model_config())
     # A chat turn ends with <|im_end|> (2); 0 stays a stop id like in the published configs.
     write_json(outdir / "generation_config.json",
-                {"bos_token_id": 0, "eos_token_id": [2, 0], "pad_token_id": 0, "do_sample": False})
+               {"bos_token_id": 0, "eos_token_id": [2, 0], "pad_token_id": 0, "do_sample": False})
     write_json(outdir / "training.json", {"recipe": asdict(recipe), **stats})
     write_tokenizer_files(tokenizer, outdir, thinking=False)
 
