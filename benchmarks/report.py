@@ -24,6 +24,8 @@ ROOFLINE_GOAL = 0.75
 SKIP_GOAL = 0.9  # skip/select >= 0.9 * T/k
 NO_EXIT_GOAL = 0.97
 KV_SHARE_GOAL = 0.26
+# The stages measured through the patched runtime (the suite re-measures them when its build key changes).
+RUNTIME_STAGES = ("speed", "exit", "long_context", "prompt_tuning")
 
 
 def _tps(x: float) -> str:
@@ -91,8 +93,15 @@ def commands_run(data: dict, command: str) -> list[str]:
     return [r["command"] for r in data.get("invocations") or []] or [command]
 
 
+def runtime_keys(data: dict) -> list[str]:
+    """The build keys of the runtimes that measured the saved speeds (one, unless a run was interrupted)."""
+    return sorted({v["_meta"].get("runtime") or "unrecorded" for k, v in data.items()
+                   if isinstance(v, dict) and "_meta" in v and k.rsplit("/", 1)[-1] in RUNTIME_STAGES})
+
+
 def machine_section(data: dict, command: str) -> list[str]:
     m = data["machine"]
+    keys = runtime_keys(data)
     bw = ", ".join(f"{b['threads']} thread{'s' if b['threads'] > 1 else ''} {b['gbps']:.1f} GB/s"
                    for b in m["bandwidth"])
     finished = [v["_meta"]["finished"] for v in data.values() if "_meta" in v]
@@ -103,7 +112,8 @@ def machine_section(data: dict, command: str) -> list[str]:
         f"{max(finished) if finished else '?'}). Machine: {m['cores']} cores, "
         f"{m['cpu']}, Python {m['python']}; numpy copy bandwidth (bytes read + written, median of "
         f"{len(m['bandwidth'][0]['runs_gbps'])} copies of {m['bandwidth'][0]['array_bytes'] >> 20} MiB, "
-        f"`python -m benchmarks.bandwidth`): {bw}.",
+        f"`python -m benchmarks.bandwidth`): {bw}. Runtime build key{'s' if len(keys) > 1 else ''} "
+        f"(llama-cpp-python, patches/, flags; `ouro runtime status`): {', '.join(keys) or '?'}.",
         "",
         f"Every table gives the 1-minute load average before → after its measurement ({m['cores']} cores: "
         f"above {m['cores']} our threads waited for a core, and absolute tok/s are pessimistic). Ratios are "

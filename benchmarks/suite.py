@@ -40,8 +40,9 @@ from rich.progress import Progress
 
 from benchmarks.bandwidth import machine_bandwidth
 from benchmarks.convert_bench import convert_once, cpu_name, run_child
-from benchmarks.report import write_report
+from benchmarks.report import RUNTIME_STAGES, write_report
 from benchmarks.roofline import tensor_layout, weight_bytes
+from runtime.build import runtime_status
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("1.4b", "1.4b-thinking", "2.6b", "2.6b-thinking")  # a Thinking model after its base (SAME_SHAPE_AS)
@@ -63,8 +64,9 @@ class SuiteError(RuntimeError):
 class Results:
     """results.json in the work directory: one entry per finished stage, saved after each."""
 
-    def __init__(self, path: Path, fresh: bool, settings: dict | None = None) -> None:
+    def __init__(self, path: Path, fresh: bool, settings: dict | None = None, runtime: str | None = None) -> None:
         self.path = path
+        self.runtime = runtime
         self.data: dict = {} if fresh or not path.is_file() else json.loads(path.read_text())
         if self.data.get("settings", settings) != settings:
             self.data = {}  # measured with other sizes: not comparable, start over
@@ -77,14 +79,22 @@ class Results:
             runs.append({"command": command})
         self._save()
 
+    def done(self, key: str) -> bool:
+        if key not in self.data:
+            return False
+        # a stage measured through the patched runtime counts only if the runtime installed now (its build
+        # key: llama-cpp-python, patches, flags) measured it: a new patch re-measures speeds, while the
+        # conversions and the PyTorch reference are kept
+        return key.rsplit("/", 1)[-1] not in RUNTIME_STAGES or self.data[key]["_meta"].get("runtime") == self.runtime
+
     def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
-        if key in self.data:
+        if self.done(key):
             return self.data[key]
         load_before = os.getloadavg()
         started = time.time()
         result = run()
         result["_meta"] = {"command": command, "load_before": load_before, "load_after": os.getloadavg(),
-                           "seconds": time.time() - started,
+                           "seconds": time.time() - started, "runtime": self.runtime,
                            "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         self.data[key] = result
         self._save()
@@ -180,7 +190,7 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
         return gguf
 
     def pending(*keys: str) -> bool:
-        return any(k not in results.data for k in keys)
+        return not all(results.done(k) for k in keys)
 
     def measured_twin(q: str) -> str | None:
         """The model of this run whose file of quant q has the same tensor table and measured speeds."""
@@ -247,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     # The rounds are not part of what makes results comparable (they only set how many runs a median
     # takes), so a resumed run may use other rounds; each table names the command, rounds included.
     results = Results(args.workdir / "results.json", args.fresh,
-                      settings={k: v for k, v in asdict(work).items() if k != "rounds"})
+                      settings={k: v for k, v in asdict(work).items() if k != "rounds"},
+                      runtime=runtime_status().installed_key)
     models = QUICK_MODELS if args.quick else MODELS
     flags = {"rounds": work.rounds, "prompt-tokens": work.prompt_tokens, "gen-tokens": work.gen_tokens,
              "context": work.context, "threads": work.threads}

@@ -70,6 +70,18 @@ def test_results_resume_and_record_the_command(tmp_path):
     assert "a" not in Results(path, fresh=True, settings={"rounds": 3}).data
 
 
+def test_a_new_runtime_re_measures_speeds_and_keeps_conversions(tmp_path):
+    path = tmp_path / "results.json"
+    old = Results(path, fresh=False, settings={}, runtime="key-a")
+    for key in ("1.4b/q8_0/speed", "1.4b/q8_0/convert"):
+        old.stage(key, lambda: {"by": "a"}, "cmd")
+    new = Results(path, fresh=False, settings={}, runtime="key-b")
+    assert not new.done("1.4b/q8_0/speed") and new.done("1.4b/q8_0/convert")
+    assert new.stage("1.4b/q8_0/speed", lambda: {"by": "b"}, "cmd")["by"] == "b"
+    assert new.stage("1.4b/q8_0/convert", lambda: {"by": "b"}, "cmd")["by"] == "a"
+    assert json.loads(path.read_text())["1.4b/q8_0/speed"]["_meta"]["runtime"] == "key-b"
+
+
 def test_a_resumed_run_adds_its_command(tmp_path):
     results = Results(tmp_path / "results.json", fresh=False, settings={"threads": 2})
     results.invoked("python -m benchmarks --quick")

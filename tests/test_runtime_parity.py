@@ -148,3 +148,23 @@ def test_mis_sized_gate_is_a_python_error(tiny_gguf, tmp_path):
     with pytest.raises(ValueError):
         load(bad)
     assert load(gguf).n_vocab() == 512
+
+
+# Patch 0005: one-token steps run flash attention over every head at once, the visible keys split evenly
+# between threads, in blocks; a cache past 512 cells (several blocks, a masked padded tail) on 2 threads.
+LONG_PROMPT = 600
+
+
+@pytest.mark.parametrize("qtype,kv,tolerance", [("f32", F32_KV, 1e-3), ("f16", {}, 2e-2)])
+def test_flash_attention_decode_over_a_long_cache_matches_the_reference(tiny_gguf, qtype, kv, tolerance):
+    ckpt, gguf = tiny_gguf(loops=2, layers=2, qtype=qtype)
+    llm = load(gguf, n_ctx=1024, n_threads=2, flash_attn=True, **kv)
+    prompt = np.random.default_rng(7).integers(17, 512, LONG_PROMPT).tolist()
+    llm.eval(prompt)
+    for _ in range(8):
+        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    tokens = llm.input_ids[: llm.n_tokens].tolist()
+    ours = np.array(llm.scores[: llm.n_tokens])[LONG_PROMPT:]
+    ref = reference_logits(ckpt, tokens)[LONG_PROMPT:]
+    assert rel_err(ours, ref) <= tolerance
+    assert ours.argmax(-1).tolist() == ref.argmax(-1).tolist()
