@@ -95,7 +95,7 @@ def commands_run(data: dict, command: str) -> list[str]:
 
 def runtime_keys(data: dict) -> list[str]:
     """The build keys of the runtimes that measured the saved speeds (one, unless a run was interrupted)."""
-    return sorted({v["_meta"].get("runtime") or "unrecorded" for k, v in data.items()
+    return sorted({(v["_meta"].get("runtime") or "unrecorded")[:12] for k, v in data.items()
                    if isinstance(v, dict) and "_meta" in v and k.rsplit("/", 1)[-1] in RUNTIME_STAGES})
 
 
