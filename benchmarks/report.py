@@ -28,6 +28,11 @@ KV_SHARE_GOAL = 0.26
 RUNTIME_STAGES = ("speed", "exit", "long_context", "prompt_tuning")
 
 
+def is_runtime_stage(key: str) -> bool:
+    """Whether a results.json key ("<model>/<quant>/speed", "<model>/prompt_tuning", ...) is one of them."""
+    return key.rsplit("/", 1)[-1] in RUNTIME_STAGES
+
+
 def _tps(x: float) -> str:
     """Tokens/s with three significant digits (runs here span 0.2 to thousands)."""
     return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
@@ -96,7 +101,7 @@ def commands_run(data: dict, command: str) -> list[str]:
 def runtime_keys(data: dict) -> list[str]:
     """The build keys of the runtimes that measured the saved speeds (one, unless a run was interrupted)."""
     return sorted({(v["_meta"].get("runtime") or "unrecorded")[:12] for k, v in data.items()
-                   if isinstance(v, dict) and "_meta" in v and k.rsplit("/", 1)[-1] in RUNTIME_STAGES})
+                   if isinstance(v, dict) and "_meta" in v and is_runtime_stage(k)})
 
 
 def machine_section(data: dict, command: str) -> list[str]:

@@ -40,7 +40,7 @@ from rich.progress import Progress
 
 from benchmarks.bandwidth import machine_bandwidth
 from benchmarks.convert_bench import convert_once, cpu_name, run_child
-from benchmarks.report import RUNTIME_STAGES, write_report
+from benchmarks.report import is_runtime_stage, write_report
 from benchmarks.roofline import tensor_layout, weight_bytes
 from runtime.build import runtime_status
 
@@ -85,7 +85,7 @@ class Results:
         # a stage measured through the patched runtime counts only if the runtime installed now (its build
         # key: llama-cpp-python, patches, flags) measured it: a new patch re-measures speeds, while the
         # conversions and the PyTorch reference are kept
-        return key.rsplit("/", 1)[-1] not in RUNTIME_STAGES or self.data[key]["_meta"].get("runtime") == self.runtime
+        return not is_runtime_stage(key) or self.data[key]["_meta"].get("runtime") == self.runtime
 
     def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
         if self.done(key):

@@ -30,11 +30,11 @@ def prompt_ids(vocab: int, seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(17, vocab, PROMPT_LEN).tolist()
 
 
-def greedy_run(llm, prompt: list[int]) -> tuple[list[int], np.ndarray]:
-    """Prefill, then DECODE_STEPS single-token decodes; all tokens and every position's logits."""
+def greedy_run(llm, prompt: list[int], steps: int = DECODE_STEPS) -> tuple[list[int], np.ndarray]:
+    """Prefill, then `steps` single-token decodes; all tokens and every position's logits."""
     llm.eval(prompt)
     tokens = list(prompt)
-    for _ in range(DECODE_STEPS):
+    for _ in range(steps):
         token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         tokens.append(token)
         llm.eval([token])
@@ -159,12 +159,8 @@ LONG_PROMPT = 600
 def test_flash_attention_decode_over_a_long_cache_matches_the_reference(tiny_gguf, qtype, kv, tolerance):
     ckpt, gguf = tiny_gguf(loops=2, layers=2, qtype=qtype)
     llm = load(gguf, n_ctx=1024, n_threads=2, flash_attn=True, **kv)
-    prompt = np.random.default_rng(7).integers(17, 512, LONG_PROMPT).tolist()
-    llm.eval(prompt)
-    for _ in range(8):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-    tokens = llm.input_ids[: llm.n_tokens].tolist()
-    ours = np.array(llm.scores[: llm.n_tokens])[LONG_PROMPT:]
+    tokens, scores = greedy_run(llm, np.random.default_rng(7).integers(17, 512, LONG_PROMPT).tolist(), steps=8)
+    ours = scores[LONG_PROMPT:]
     ref = reference_logits(ckpt, tokens)[LONG_PROMPT:]
     assert rel_err(ours, ref) <= tolerance
     assert ours.argmax(-1).tolist() == ref.argmax(-1).tolist()
