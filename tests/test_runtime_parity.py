@@ -15,6 +15,7 @@ import torch
 from gguf import GGUFValueType
 
 from gguf_edit import rewrite_gguf
+from llama_support import greedy_run
 from runtime.reference import exit_cdf, exit_step, load_checkpoint
 
 PROMPT_LEN, DECODE_STEPS = 24, 16
@@ -28,17 +29,6 @@ def load(path: Path, **kw) -> "llama_cpp.Llama":
 
 def prompt_ids(vocab: int, seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(17, vocab, PROMPT_LEN).tolist()
-
-
-def greedy_run(llm, prompt: list[int], steps: int = DECODE_STEPS) -> tuple[list[int], np.ndarray]:
-    """Prefill, then `steps` single-token decodes; all tokens and every position's logits."""
-    llm.eval(prompt)
-    tokens = list(prompt)
-    for _ in range(steps):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        tokens.append(token)
-        llm.eval([token])
-    return tokens, np.array(llm.scores[: llm.n_tokens])
 
 
 def reference_logits(ckpt: Path, tokens: list[int], **read_out) -> np.ndarray:
@@ -60,7 +50,7 @@ GRID = [(loops, layers) for loops in (1, 2, 4) for layers in (1, 3)]
 @pytest.mark.parametrize("loops,layers", GRID)
 def test_f32_prompt_and_decode_logits_match_the_reference(tiny_gguf, loops, layers):
     ckpt, gguf = tiny_gguf(loops=loops, layers=layers)
-    tokens, ours = greedy_run(load(gguf, **F32_KV), prompt_ids(512))
+    tokens, ours = greedy_run(load(gguf, **F32_KV), prompt_ids(512), DECODE_STEPS)
     ref = reference_logits(ckpt, tokens)
     assert ours.shape == ref.shape == (PROMPT_LEN + DECODE_STEPS, 512)
     assert rel_err(ours, ref) <= 1e-3
@@ -69,7 +59,7 @@ def test_f32_prompt_and_decode_logits_match_the_reference(tiny_gguf, loops, laye
 @pytest.mark.parametrize("loops,layers", GRID)
 def test_f16_same_greedy_tokens_and_close_logits(tiny_gguf, loops, layers):
     ckpt, gguf = tiny_gguf(loops=loops, layers=layers, qtype="f16")
-    tokens, ours = greedy_run(load(gguf), prompt_ids(512))
+    tokens, ours = greedy_run(load(gguf), prompt_ids(512), DECODE_STEPS)
     ref = reference_logits(ckpt, tokens)
     assert rel_err(ours, ref) <= 2e-2
     # the runtime's greedy choices are the reference's at every decode step
@@ -78,7 +68,7 @@ def test_f16_same_greedy_tokens_and_close_logits(tiny_gguf, loops, layers):
 
 def test_loop_count_override_matches_the_reference_at_that_depth(tiny_gguf):
     ckpt, gguf = tiny_gguf(loops=4, layers=2)
-    tokens, ours = greedy_run(load(gguf, kv_overrides={"ouro.num_loops": 2}, **F32_KV), prompt_ids(512, 1))
+    tokens, ours = greedy_run(load(gguf, kv_overrides={"ouro.num_loops": 2}, **F32_KV), prompt_ids(512, 1), DECODE_STEPS)
     assert rel_err(ours, reference_logits(ckpt, tokens, loops=2)) <= 1e-3
     # and it is really a different depth than the file's own
     assert rel_err(ours, reference_logits(ckpt, tokens, loops=4)) > 1e-2
@@ -88,7 +78,7 @@ def test_select_mode_reads_the_q_exit_loop_token_by_token(tiny_gguf):
     q = 0.5
     ckpt, gguf = tiny_gguf(loops=4, layers=2, gate_bias=0.0)
     llm = load(gguf, kv_overrides={"ouro.early_exit_threshold": q}, **F32_KV)
-    tokens, ours = greedy_run(llm, prompt_ids(512, 2))
+    tokens, ours = greedy_run(llm, prompt_ids(512, 2), DECODE_STEPS)
 
     model = load_checkpoint(ckpt)
     with torch.no_grad():
@@ -107,7 +97,7 @@ def test_select_mode_reads_the_q_exit_loop_token_by_token(tiny_gguf):
 
 def test_exit_at_step_forces_one_loop(tiny_gguf):
     ckpt, gguf = tiny_gguf(loops=4, layers=2)
-    tokens, ours = greedy_run(load(gguf, kv_overrides={"ouro.exit_at_step": 1}, **F32_KV), prompt_ids(512, 3))
+    tokens, ours = greedy_run(load(gguf, kv_overrides={"ouro.exit_at_step": 1}, **F32_KV), prompt_ids(512, 3), DECODE_STEPS)
     assert rel_err(ours, reference_logits(ckpt, tokens, mode="step", step=1)) <= 1e-3
 
 
@@ -128,7 +118,7 @@ def test_file_without_gate_keys_loads_and_reads_the_last_loop(tiny_gguf, tmp_pat
         "ouro.exit_gate.weight", "ouro.exit_gate.bias", "ouro.early_exit_threshold"))
     # even a threshold override cannot select anything without a gate
     llm = load(upstream_style, kv_overrides={"ouro.early_exit_threshold": 0.5}, **F32_KV)
-    tokens, ours = greedy_run(llm, prompt_ids(512, 5))
+    tokens, ours = greedy_run(llm, prompt_ids(512, 5), DECODE_STEPS)
     assert rel_err(ours, reference_logits(ckpt, tokens)) <= 1e-3
 
 
