@@ -9,7 +9,8 @@ RSS), `ouro info`, and a child process that loads the file, measures prompt/deco
 count and runs one chat turn (its peak RSS is the file's); a Thinking file with the same tensor table as
 its base model's skips the loop sweep (same bytes, same kernels: same speed). On the 1.4b only: the
 PyTorch reference, the early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well).
-The machine's copy bandwidth is measured at the start. The defaults are the issue's sizes; on a machine
+The machine's copy bandwidth and its kernels' own speed (benchmarks.kernel_ceiling) are measured at the
+start. The defaults are the issue's sizes; on a machine
 whose cores are busy with other work, llama.cpp's threads spin at every barrier waiting for a
 descheduled sibling, and `--threads 1` with smaller sizes is what finishes (the sizes used are in
 BENCHMARKS.md's command line).
@@ -279,6 +280,12 @@ def main(argv: list[str] | None = None) -> None:
         with Progress(console=console) as progress:
             task = progress.add_task("machine: copy bandwidth", total=len(models) * len(QUANTS))
             results.stage("machine", machine, "python -m benchmarks.bandwidth")
+            progress.update(task, description="machine: kernel ceilings")
+            ceiling_cmd = _python("benchmarks.kernel_ceiling", "--out", args.workdir / "kernel_ceiling.json",
+                                  *work.child_args())
+            results.stage("kernel_ceiling", lambda: child_json(ceiling_cmd, args.workdir / "kernel_ceiling.json",
+                                                               args.workdir / "kernel_ceiling.log"),
+                          _shown(ceiling_cmd))
             for preset in models:
                 run_model(results, preset, args.workdir, work, progress, task)
                 write_report(results.data, models, command, args.output)

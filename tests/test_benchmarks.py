@@ -194,6 +194,12 @@ def test_report_from_measurements(measured, tmp_path):
         "tiny/prompt_tuning": {"rows": measured["tuning"], "threads": 1, "rounds": ROUNDS,
                                "_meta": _meta("python -m benchmarks.prompt_tuning")},
         "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
+        "kernel_ceiling": {"cpu": {"family": "23", "model": "1", "simd": ["avx2", "fma"]}, "threads": 2, "rounds": 1,
+                           "rows": 5632, "cols": 2048, "streamed_matrices": 40, "cached_bytes": 4 << 20,
+                           "prompt_tokens": 512, "_meta": _meta("python -m benchmarks.kernel_ceiling"),
+                           "kernels": [{"type": "q8_0", "used_by": "Q8_0 files", "buffer": "CPU",
+                                        "streamed_gbps_median": 10.0, "cached_gbps_median": 11.0,
+                                        "prompt_gops_median": 40.0}]},
         "twin/q8_0/convert": {"seconds": 1.0, "peak_rss": 1 << 30, "file_bytes": 1 << 20, "_meta": _meta("convert")},
         "twin/q8_0/weights": {**weight_bytes(path).to_dict(), "_meta": _meta("weights")},
         "twin/q8_0/info": info,
@@ -206,6 +212,8 @@ def test_report_from_measurements(measured, tmp_path):
                    "python -m benchmarks.reference_speed", "load avg", "vs reference", "loop overhead",
                    "decode / roofline", "skip k=3", "n_ctx 4096", "shared/full", "--long-context 600", "python -m benchmarks.prompt_tuning", "implied at T=4 vs reference", "Not measured in this run: other"):
         assert needle in text, needle
+    assert "CPU family 23 model 1, SIMD extensions ggml can use: avx2, fma" in text
+    assert "| Q8_0 | Q8_0 files | CPU | 10.0 | 11.0 | 1.10× |" in text  # in L3 / streamed
     speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
     assert len(speed_table) == 1 + 4  # the files row and one row per loop count
     assert len([line for line in text.splitlines() if line.startswith("| twin | Q8_0 |")]) == 1  # files row only
