@@ -1,19 +1,21 @@
-"""How fast ggml's CPU kernels multiply on this machine outside any model: the arithmetic ceiling beside
-the memory roofline (issue 8).
+"""How fast ggml's CPU kernels run on this machine outside any model: the arithmetic ceiling beside the
+memory roofline (issue 8).
 
     python -m benchmarks.kernel_ceiling [--rounds 3] [--threads 2] [--out FILE.json]
 
 Decode streams every weight matrix once per loop through one kernel per weight type: Q8_0's dot product
-(Q8_0 files), the repacked Q4_K gemv and Q6_K's dot product (Q4_K_M files). Each is timed on one-token
-products twice: streaming 40 matrices of the 1.4B's FFN shape (5632 x 2048, hundreds of MB, far beyond
-any cache) and over one ~4 MiB matrix that stays in the L3 cache. When both run at the same rate the
-kernel is bound by its arithmetic, not by memory: more bandwidth would not make decode faster, and decode
-cannot reach a larger share of the copy bandwidth than its kernels do. The prompt pass's products are
-timed with a 512-token activation (GOPS: 2 x rows x cols x tokens per second).
+(Q8_0 files), the repacked Q4_K gemv and Q6_K's dot product (Q4_K_M files); then each loop's attention
+reads its layer's K and V of every cached token (patch 0005's one-token flash attention, F16 cache). Each
+is timed twice: streaming from memory (40 matrices of the 1.4B's FFN shape, 5632 x 2048; attention: 8
+layers of 3,072 cached tokens; hundreds of MB, far beyond any cache) and over ~4 MiB that stays in the
+L3 cache. When both run at the same rate the kernel is bound by its arithmetic, not by memory: more
+bandwidth would not make decode faster, and decode cannot reach a larger share of the copy bandwidth than
+its kernels do. The prompt pass's products are timed with a 512-token activation (GOPS: 2 x rows x cols x
+tokens per second).
 
 The harness (kernel_ceiling.cpp) is compiled against the installed patched runtime's ggml (the headers
-and libraries llama-cpp-python installs) in a temporary directory. It checks each product against float
-arithmetic on the dequantized weights, so that a broken kernel cannot pass for a fast one.
+and libraries llama-cpp-python installs) in a temporary directory. It checks each result against float
+arithmetic on the same data, so that a broken kernel cannot pass for a fast one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ PROMPT_TOKENS = 512
 MAX_RELATIVE_ERROR = 0.05  # the activation is quantized to 8 bits: ~0.5% is normal, a wrong kernel is ~100%
 SIMD_FLAGS = ("avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
 BYTES_PER_BLOCK = {"q8_0": (32, 34), "q4_K": (256, 144), "q6_K": (256, 210)}  # (weights, bytes) per block
+ATTENTION = "attn_f16"
+ATTENTION_LAYERS, ATTENTION_TOKENS = 8, 3072  # streamed: 8 layers of a 3,072-token F16 cache, 192 MiB
 
 
 class KernelBenchError(RuntimeError):
@@ -45,29 +49,53 @@ class KernelBenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Kernel:
-    type: str
+    type: str  # the harness's TYPE
+    label: str
     repack: bool
     used_by: str
 
+    @property
+    def attention(self) -> bool:
+        return self.type == ATTENTION
+
+    def row_bytes(self) -> int:
+        """Bytes a row reads: a weight row of COLS values, or one cached token's K and V (F16, all heads)."""
+        if self.attention:
+            return 2 * COLS * 2
+        weights, nbytes = BYTES_PER_BLOCK[self.type]
+        return COLS // weights * nbytes
+
+    def streamed_shape(self) -> tuple[int, int]:
+        """(matrices or layers, rows or cached tokens) of the streamed run."""
+        return (ATTENTION_LAYERS, ATTENTION_TOKENS) if self.attention else (STREAMED_MATRICES, ROWS)
+
+    def cached_rows(self) -> int:
+        """Rows (cached tokens) of one CACHED_BYTES matrix (layer), a multiple of 64 (repacking takes rows in
+        groups of 8)."""
+        return max(64, CACHED_BYTES // self.row_bytes() // 64 * 64)
+
 
 KERNELS = (
-    Kernel("q8_0", False, "Q8_0 files"),
-    Kernel("q4_K", True, "Q4_K_M files (most matrices)"),
-    Kernel("q6_K", False, "Q4_K_M files (some V/FFN-down matrices, the head)"),
+    Kernel("q8_0", "Q8_0", False, "Q8_0 files"),
+    Kernel("q4_K", "Q4_K", True, "Q4_K_M files (most matrices)"),
+    Kernel("q6_K", "Q6_K", False, "Q4_K_M files (some V/FFN-down matrices, the head)"),
+    Kernel(ATTENTION, "attention, F16 KV", False, "every file: each loop's attention over the cache"),
 )
 
 
 @dataclass
 class KernelResult:
     type: str
+    label: str
     buffer: str  # CPU_REPACK when the repacked kernels ran
     used_by: str
     streamed_gbps: list[float]
     cached_gbps: list[float]
-    prompt_gops: list[float]
+    prompt_gops: list[float]  # none for attention: prompts run another flash-attention path
 
     def to_dict(self) -> dict:
-        medians = {f"{k}_median": statistics.median(v) for k, v in asdict(self).items() if isinstance(v, list)}
+        medians = {f"{k}_median": statistics.median(v) if v else None
+                   for k, v in asdict(self).items() if isinstance(v, list)}
         return {**asdict(self), **medians}
 
 
@@ -119,30 +147,25 @@ def run(binary: Path, kernel: Kernel, matrices: int, rows: int, tokens: int, ite
         raise KernelBenchError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if not result["relative_error"] <= MAX_RELATIVE_ERROR:
-        raise KernelBenchError(f"{kernel.type} product is wrong: relative error {result['relative_error']}")
+        raise KernelBenchError(f"{kernel.label} result is wrong: relative error {result['relative_error']}")
     return result
-
-
-def cached_rows(kernel_type: str) -> int:
-    """Rows of a CACHED_BYTES matrix, a multiple of 64 (repacking takes rows in groups of 8)."""
-    weights, nbytes = BYTES_PER_BLOCK[kernel_type]
-    return max(64, CACHED_BYTES // (COLS // weights * nbytes) // 64 * 64)
 
 
 def measure(rounds: int = 3, threads: int = 2, kernels: tuple[Kernel, ...] = KERNELS) -> list[KernelResult]:
     """Every kernel streamed, cached and at prompt size, the kernels taking turns round by round."""
     with tempfile.TemporaryDirectory(prefix="ouro-kernels-") as tmp:
         binary = build(Path(tmp))
-        results = {k: KernelResult(k.type, "", k.used_by, [], [], []) for k in kernels}
+        results = {k: KernelResult(k.type, k.label, "", k.used_by, [], [], []) for k in kernels}
         for _ in range(rounds):
             for k, res in results.items():
-                streamed = run(binary, k, STREAMED_MATRICES, ROWS, 1, 10, threads)
-                cached = run(binary, k, 1, cached_rows(k.type), 1, 300, threads)
-                prompt = run(binary, k, 1, ROWS, PROMPT_TOKENS, 3, threads)
+                streamed = run(binary, k, *k.streamed_shape(), 1, 10, threads)
+                cached = run(binary, k, 1, k.cached_rows(), 1, 300, threads)
                 res.buffer = streamed["buffer"]
                 res.streamed_gbps.append(streamed["weight_bytes"] / streamed["median_seconds"] / 1e9)
                 res.cached_gbps.append(cached["weight_bytes"] / cached["median_seconds"] / 1e9)
-                res.prompt_gops.append(2 * ROWS * COLS * PROMPT_TOKENS / prompt["median_seconds"] / 1e9)
+                if not k.attention:
+                    prompt = run(binary, k, 1, ROWS, PROMPT_TOKENS, 3, threads)
+                    res.prompt_gops.append(2 * ROWS * COLS * PROMPT_TOKENS / prompt["median_seconds"] / 1e9)
         return list(results.values())
 
 
@@ -160,11 +183,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
     for r in results:
         d = r.to_dict()
-        print(f"{r.type:5} {r.buffer:10} streamed {d['streamed_gbps_median']:5.1f} GB/s, in L3 "
-              f"{d['cached_gbps_median']:5.1f} GB/s, prompt {d['prompt_gops_median']:5.1f} GOPS  ({r.used_by})")
+        prompt = f", prompt {d['prompt_gops_median']:.1f} GOPS" if r.prompt_gops else ""
+        print(f"{r.label} ({r.buffer}): streamed {d['streamed_gbps_median']:.1f} GB/s, in L3 "
+              f"{d['cached_gbps_median']:.1f} GB/s{prompt}; {r.used_by}")
     if args.out:
         payload = {"cpu": cpu_features(), "threads": args.threads, "rounds": args.rounds, "rows": ROWS, "cols": COLS,
                    "streamed_matrices": STREAMED_MATRICES, "cached_bytes": CACHED_BYTES,
+                   "attention_layers": ATTENTION_LAYERS, "attention_tokens": ATTENTION_TOKENS,
                    "prompt_tokens": PROMPT_TOKENS, "kernels": [r.to_dict() for r in results]}
         tmp = args.out.with_name(args.out.name + ".tmp")
         tmp.write_text(json.dumps(payload, indent=2))

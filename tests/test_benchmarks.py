@@ -197,9 +197,13 @@ def test_report_from_measurements(measured, tmp_path):
         "kernel_ceiling": {"cpu": {"family": "23", "model": "1", "simd": ["avx2", "fma"]}, "threads": 2, "rounds": 1,
                            "rows": 5632, "cols": 2048, "streamed_matrices": 40, "cached_bytes": 4 << 20,
                            "prompt_tokens": 512, "_meta": _meta("python -m benchmarks.kernel_ceiling"),
-                           "kernels": [{"type": "q8_0", "used_by": "Q8_0 files", "buffer": "CPU",
+                           "attention_layers": 8, "attention_tokens": 3072,
+                           "kernels": [{"type": "q8_0", "label": "Q8_0", "used_by": "Q8_0 files", "buffer": "CPU",
                                         "streamed_gbps_median": 10.0, "cached_gbps_median": 11.0,
-                                        "prompt_gops_median": 40.0}]},
+                                        "prompt_gops_median": 40.0},
+                                       {"type": "attn_f16", "label": "attention, F16 KV", "used_by": "every file",
+                                        "buffer": "CPU", "streamed_gbps_median": 8.0, "cached_gbps_median": 8.0,
+                                        "prompt_gops_median": None}]},
         "twin/q8_0/convert": {"seconds": 1.0, "peak_rss": 1 << 30, "file_bytes": 1 << 20, "_meta": _meta("convert")},
         "twin/q8_0/weights": {**weight_bytes(path).to_dict(), "_meta": _meta("weights")},
         "twin/q8_0/info": info,
@@ -214,6 +218,8 @@ def test_report_from_measurements(measured, tmp_path):
         assert needle in text, needle
     assert "CPU family 23 model 1, SIMD extensions ggml can use: avx2, fma" in text
     assert "| Q8_0 | Q8_0 files | CPU | 10.0 | 11.0 | 1.10× |" in text  # in L3 / streamed
+    assert "| attention, F16 KV | every file | CPU | 8.0 | 8.0 | 1.00× |" in text and "| – |" in text
+    assert "8 layers of a 3,072-token F16 cache" in text
     speed_table = [line for line in text.splitlines() if line.startswith("| tiny | Q8_0 |")]
     assert len(speed_table) == 1 + 4  # the files row and one row per loop count
     assert len([line for line in text.splitlines() if line.startswith("| twin | Q8_0 |")]) == 1  # files row only
