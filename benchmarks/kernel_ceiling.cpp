@@ -133,7 +133,7 @@ static Result mul_mat(ggml_backend_t backend, ggml_type type, bool repack, int n
 
 static Result attention(ggml_backend_t backend, int layers, int n_kv, int width, int iters) {
     const int heads = width / HEAD_SIZE;
-    const int n_nodes = 4 * layers + 8;
+    const int n_nodes = 5 * layers + 8;  // per layer: the K and V caches, their views and the attention
     ggml_init_params params = { ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false),
                                 nullptr, true };
     ggml_context * ctx = ggml_init(params);
