@@ -280,16 +280,15 @@ def kernel_section(data: dict) -> list[str]:
     rows = []
     for k in kc["kernels"]:
         gops = k.get("prompt_gops_median")
-        rows.append([k.get("label", k["type"].upper()), k["used_by"], k["buffer"], f"{k['streamed_gbps_median']:.1f}",
+        rows.append([k["label"], k["used_by"], k["buffer"], f"{k['streamed_gbps_median']:.1f}",
                      f"{k['cached_gbps_median']:.1f}", f"{k['cached_gbps_median'] / k['streamed_gbps_median']:.2f}×",
                      f"{100 * k['streamed_gbps_median'] / bw:.0f}%", f"{gops:.0f}" if gops else "–"])
-    attention = (f"; attention over {kc['attention_layers']} layers of a {kc['attention_tokens']:,}-token F16 cache"
-                 if "attention_layers" in kc else "")
     return [
         f"**The kernels' own ceiling** (`{kc['_meta']['command']}`, load avg {_load(kc['_meta'])}; medians of "
         f"{kc['rounds']} rounds, {kc['threads']} threads; CPU family {cpu.get('family', '?')} model "
         f"{cpu.get('model', '?')}, SIMD extensions ggml can use: {simd}): ggml's one-token kernels on their own, "
-        f"streaming from memory ({kc['streamed_matrices']} matrices of {kc['rows']} × {kc['cols']}{attention}) "
+        f"streaming from memory ({kc['streamed_matrices']} matrices of {kc['rows']} × {kc['cols']}; attention over "
+        f"{kc['attention_layers']} layers of a {kc['attention_tokens']:,}-token F16 cache) "
         f"and over {kc['cached_bytes'] >> 20} MiB that stay in the L3 cache; prompt: the same product with a "
         f"{kc['prompt_tokens']}-token activation, 2 × rows × cols × tokens operations per second. A kernel "
         "that runs as fast in cache as streamed is bound by its arithmetic, not by memory; decode cannot "
