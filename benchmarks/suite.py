@@ -43,7 +43,7 @@ from benchmarks.bandwidth import machine_bandwidth
 from benchmarks.convert_bench import convert_once, cpu_name, run_child
 from benchmarks.report import is_runtime_stage, write_report
 from benchmarks.roofline import tensor_layout, weight_bytes
-from runtime.build import runtime_status
+from toolchain.status import runtime_status
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("1.4b", "1.4b-thinking", "2.6b", "2.6b-thinking")  # a Thinking model after its base (SAME_SHAPE_AS)

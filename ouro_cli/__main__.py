@@ -1,4 +1,4 @@
-"""`python -m ouro_cli`: the same app as the `ouro` command (importing main registers every command)."""
+"""`python -m ouro_cli`: the same app as the `ouro` command (main composes every command)."""
 
 from ouro_cli.main import app
 

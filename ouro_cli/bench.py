@@ -4,7 +4,6 @@ For each configuration (select mode at loops 1..T, then skip mode at the file's 
 thresholds, when the runtime has it; at threshold 1 skip mode never exits early, so it is not measured) the model evaluates a fixed prompt from an empty KV cache and then decodes a fixed number of
 tokens greedily with end-of-turn disabled, `--repeats` times; the table shows the medians. Everything goes
 through the Python API (runtime.load), so the numbers are what `ouro chat` and `ouro serve` get.
-Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ouro_cli import model_options as opt
-from ouro_cli.main import app
 from runtime.api import Completion, OuroModel, load
 from runtime.errors import OuroRuntimeError
+
+app = typer.Typer()
 
 DEFAULT_SKIP_THRESHOLDS = [0.5, 0.9]
 # Prompt text: one common word repeated gives one token per repeat with a byte-level BPE.

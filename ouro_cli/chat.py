@@ -3,8 +3,6 @@
 Input: one line is one message; a line ending in `\\` continues on the next line, and a `\"\"\"` line opens
 a block that runs until a line ending in `\"\"\"`. Commands start with `/` (see HELP). Ctrl-C stops the
 answer being written and returns to the prompt; Ctrl-D (or /exit) quits.
-
-Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
 """
 
 from __future__ import annotations
@@ -20,9 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from ouro_cli import model_options as opt
-from ouro_cli.main import app
 from runtime.api import PHONE_PRESET, OuroModel
 from runtime.errors import OuroRuntimeError
+
+app = typer.Typer()
 
 HELP = """\
 /help              this help

@@ -1,6 +1,4 @@
 """`ouro convert SRC [-o OUT] [-t TYPE] [--force]`: an Ouro HF checkpoint to GGUF.
-
-Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
 """
 
 from __future__ import annotations
@@ -16,7 +14,8 @@ from rich.markup import escape
 from convert.convert import convert_checkpoint
 from convert.errors import ConvertError
 from convert.plan import OUTPUT_TYPES
-from ouro_cli.main import app
+
+app = typer.Typer()
 
 OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, type=str)
 

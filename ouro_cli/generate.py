@@ -1,7 +1,6 @@
 """`ouro generate MODEL PROMPT`: one completion of PROMPT (`-` reads it from stdin), no chat template.
 
 The text streams to stdout and a stats line goes to stderr; `--json` prints one JSON object instead.
-Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ import typer
 from rich.console import Console
 
 from ouro_cli import model_options as opt
-from ouro_cli.main import app
 from runtime.api import Completion, TextStream
 from runtime.errors import OuroRuntimeError
+
+app = typer.Typer()
 
 
 @app.command("generate")

@@ -2,7 +2,6 @@
 
 Everything comes from runtime.validate (the file is checked, never loaded into llama.cpp), so `info` is
 instant even on a multi-GB file and doubles as "is this file safe and complete?".
-Importing this module registers the command on the `ouro` app (ouro_cli/main.py imports it).
 """
 
 from __future__ import annotations
@@ -15,9 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ouro_cli import model_options as opt
-from ouro_cli.main import app
 from runtime.memory_plan import KV_TYPES, plan_memory, plan_rows
 from runtime.validate import GGUFSummary, validate_gguf
+
+app = typer.Typer()
 
 
 def info_dict(s: GGUFSummary, n_ctx: int) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""The `ouro` command: one Typer app, one module per command group."""
+"""The `ouro` command: each command module owns its Typer app; this one composes them."""
 
 import typer
+
+from ouro_cli import bench, chat, convert_cmd, generate, info, runtime_cmd, serve
 
 app = typer.Typer(
     name="ouro",
@@ -8,14 +10,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-import ouro_cli.convert_cmd  # noqa: E402,F401  (registers `ouro convert`)
-import ouro_cli.chat  # noqa: E402,F401  (registers `ouro chat`)
-import ouro_cli.generate  # noqa: E402,F401  (registers `ouro generate`)
-import ouro_cli.info  # noqa: E402,F401  (registers `ouro info`)
-import ouro_cli.bench  # noqa: E402,F401  (registers `ouro bench`)
-import ouro_cli.serve  # noqa: E402,F401  (registers `ouro serve`)
-
-from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
-import ouro_cli.runtime_phone_cmd  # noqa: E402,F401  (registers `ouro runtime export-source` and `cross-build`)
-app.add_typer(runtime_app, name="runtime")
+for command in (convert_cmd, chat, generate, info, bench, serve):
+    app.add_typer(command.app)
+app.add_typer(runtime_cmd.app, name="runtime")

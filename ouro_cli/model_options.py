@@ -68,7 +68,7 @@ def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int
     """Load MODEL, or with none the embedded model (converted into the cache on first use)."""
     synthetic = False
     if path is None:
-        from runtime.embedded import embedded_model
+        from ouro_cli.embedded import embedded_model
 
         embedded = embedded_model(console)
         file, label, synthetic = embedded.gguf, embedded.label, embedded.synthetic

@@ -2,7 +2,7 @@
 
 Requests are served one at a time on the one model (concurrent clients queue); loops, the exit threshold
 and the exit mode default to the flags and can be changed per request with the extra fields "loops",
-"exit_threshold" and "exit_mode". Importing this module registers the command on the `ouro` app (ouro_cli/main.py).
+"exit_threshold" and "exit_mode". 
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from ouro_cli import model_options as opt
-from ouro_cli.main import app
 from runtime.errors import OuroRuntimeError
 from runtime.server import DEFAULT_HOST, OuroServer
+
+app = typer.Typer()
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,4 +1,4 @@
-"""Running Ouro GGUFs: `load` (the Python API), the patched llama.cpp build, the PyTorch reference."""
+"""Running Ouro GGUFs: `load` (the Python API) and what it stands on. Building the runtime is toolchain/'s job."""
 
 from runtime.api import Completion, GenerationStats, OuroModel, TextStream, load
 from runtime.errors import OuroRuntimeError

@@ -3,7 +3,7 @@
 # and the patched llama.cpp runtime (built once, then taken from the cache in ~/.cache/ouro-gguf).
 # A second run only checks and takes a few seconds.
 #
-#   scripts/bootstrap.sh [--native] [--tools] [--force]   (options go to `python -m runtime.build`)
+#   scripts/bootstrap.sh [--native] [--tools] [--force]   (options go to `ouro runtime build`)
 #
 # Environment: PYTHON (interpreter for a new .venv, default python3), OURO_CACHE (build cache).
 set -euo pipefail
@@ -54,10 +54,10 @@ fi
 
 # 4. The patched runtime: a no-op when the installed one matches patches/.
 cd "$ROOT"
-"$PY" -m runtime.build build "$@"
+"$PY" -m ouro_cli runtime build "$@"
 
 # 5. The aarch64 build of the same patches (cached too), so the test suite does not compile it. A failure
 #    here does not stop the set-up: tests/test_cross.py reports it.
 if command -v aarch64-linux-gnu-g++ >/dev/null; then
-    "$PY" -m runtime.cross build || say "the aarch64 cross build failed (see above); tests/test_cross.py will report it"
+    "$PY" -m ouro_cli runtime cross-build || say "the aarch64 cross build failed (see above); tests/test_cross.py will report it"
 fi

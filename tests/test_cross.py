@@ -1,4 +1,4 @@
-"""The patched runtime cross-built for aarch64 (runtime.cross) gives the x86 runtime's tokens and logits.
+"""The patched runtime cross-built for aarch64 (toolchain.cross) gives the x86 runtime's tokens and logits.
 
 ouro-greedy runs under qemu-aarch64 on tiny synthetic Ouro files (4 loops x 2 layers) in F32, F16 and Q8_0;
 the reference is the same greedy decode through llama_cpp on this machine. The kernels differ (NEON with
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.cross import (
+from toolchain.cross import (
     TARGETS, CrossError, build_cross, compare, missing_tools, parse_greedy_output, run_greedy,
 )
 
@@ -102,7 +102,7 @@ def test_output_parsing_refuses_garbage():
 
 
 def test_a_missing_toolchain_is_named_with_the_packages_to_install(monkeypatch):
-    monkeypatch.setattr("runtime.cross.shutil.which", lambda tool: None)
+    monkeypatch.setattr("toolchain.cross.shutil.which", lambda tool: None)
     assert missing_tools(TARGET) == ["aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++", "cmake", "qemu-aarch64"]
     with pytest.raises(CrossError, match="apt-get install g\\+\\+-aarch64-linux-gnu qemu-user"):
         build_cross("aarch64-linux")

@@ -1,12 +1,12 @@
 """Cross-build the patched llama.cpp for aarch64 Linux and run it under qemu user emulation.
 
-    python -m runtime.cross build [--target aarch64-linux] [--force]
-    python -m runtime.cross run MODEL.gguf TOKEN [TOKEN ...] [-n N_PREDICT] [--compare] [--phone]
+    ouro runtime cross-build [--target aarch64-linux] [--force]
+    ouro runtime cross-run MODEL.gguf TOKEN [TOKEN ...] [-n N_PREDICT] [--compare] [--phone]
 
-`build` compiles the same patched tree `runtime.build` puts in the wheel (llama-cpp-python 0.3.36's
-vendored llama.cpp + patches/, staged by runtime.export_source) with Debian's cross toolchain
+`cross-build` compiles the same patched tree `ouro runtime build` puts in the wheel (llama-cpp-python
+0.3.36's vendored llama.cpp + patches/, staged by toolchain.export_source) with Debian's cross toolchain
 (`apt-get install g++-aarch64-linux-gnu qemu-user`) into one statically linked program of ours,
-`ouro-greedy` (runtime/native/): greedy tokens and the full logits for a prompt of token ids. Static
+`ouro-greedy` (toolchain/native/): greedy tokens and the full logits for a prompt of token ids. Static
 linking means qemu-aarch64 runs it with no sysroot, and it can be copied to any aarch64 Linux machine.
 
 Only libllama, ggml and ouro-greedy are compiled (llama.cpp as a CMake subproject), at -j2 under nice, in
@@ -18,14 +18,12 @@ native sources.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +32,14 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from runtime import build as rb
-from runtime.export_source import PHONE_ARM_ARCH, staged_patched_tree
+from runtime.cache import cache_dir
+from toolchain.errors import BuildError
+from toolchain.export_source import PHONE_ARM_ARCH, staged_patched_tree
+from toolchain.inputs import PATCHES_DIR, cache_key, flags_id, patch_files
+from toolchain.patching import sync_tree
+from toolchain.progress import Reporter, log_path, run_logged
+from toolchain.wheel import build_env
+from toolchain.workspace import frozen_patches
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 PROGRAM = "ouro-greedy"
@@ -71,7 +75,7 @@ TARGETS = {
 }
 
 
-class CrossError(rb.BuildError):
+class CrossError(BuildError):
     """The cross toolchain or emulator is missing, or the cross-built program failed."""
 
 
@@ -104,17 +108,17 @@ def _native_digest() -> str:
 
 
 def cross_key(target: CrossTarget, patches: Sequence[Path]) -> str:
-    return rb.cache_key(patches, (*target.cmake_flags, f"target={target.name}", f"native={_native_digest()}"))
+    return cache_key(patches, (*target.cmake_flags, f"target={target.name}", f"native={_native_digest()}"))
 
 
-def binary_path(target: CrossTarget, *, patches_dir: Path = rb.PATCHES_DIR) -> Path:
+def binary_path(target: CrossTarget, *, patches_dir: Path = PATCHES_DIR) -> Path:
     """Where the cross-built ouro-greedy for the current patches lives (it may not be built yet)."""
-    key = cross_key(target, rb.patch_files(patches_dir))
-    return rb.cache_dir() / "cross" / target.name / key[:16] / PROGRAM
+    key = cross_key(target, patch_files(patches_dir))
+    return cache_dir() / "cross" / target.name / key[:16] / PROGRAM
 
 
 def _toolchain_file(target: CrossTarget) -> str:
-    return f"""# Written by runtime/cross.py: Debian's {target.triple} cross toolchain.
+    return f"""# Written by toolchain/cross.py: Debian's {target.triple} cross toolchain.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR {target.processor})
 set(CMAKE_C_COMPILER {target.triple}-gcc)
@@ -136,7 +140,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 @contextlib.contextmanager
 def _target_lock(directory: Path) -> Iterator[None]:
     """One cross build per target at a time: they share its source and build directories. Not the cache
-    lock of runtime.build: a long cross compile need not hold up the wheel build (staging the sources
+    lock of toolchain.wheel: a long cross compile need not hold up the wheel build (staging the sources
     only reads the cached sdist, in a private temporary directory)."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("w") as handle:
@@ -144,46 +148,46 @@ def _target_lock(directory: Path) -> Iterator[None]:
         yield
 
 
-def build_cross(target_name: str = "aarch64-linux", *, force: bool = False, patches_dir: Path = rb.PATCHES_DIR,
+def build_cross(target_name: str = "aarch64-linux", *, force: bool = False, patches_dir: Path = PATCHES_DIR,
                 console: Console | None = None) -> Path:
     """Build (or find in the cache) ouro-greedy for `target_name`; returns the binary's path."""
     console = console or Console(stderr=True, soft_wrap=True)
     target = get_target(target_name)
     _require(target, run=False)
-    cache = rb.cache_dir()
+    cache = cache_dir()
     out = binary_path(target, patches_dir=patches_dir)
     if out.is_file() and not force:
         return out
     root = cache / "cross" / target.name
-    build_dir = cache / "build" / f"cross-{target.name}-{rb._flags_id(target.cmake_flags)}"
-    # The patches are read once (runtime.build's snapshot): the key names what was compiled even if
+    build_dir = cache / "build" / f"cross-{target.name}-{flags_id(target.cmake_flags)}"
+    # The patches are read once (toolchain.workspace.frozen_patches): the key names what was compiled even if
     # patches/ is edited during the build.
-    with _target_lock(root), rb._Reporter(console) as reporter, rb._snapshot(patches_dir, cache) as snapshot:
-        patches = rb.patch_files(snapshot)
+    with _target_lock(root), Reporter(console) as reporter, frozen_patches(patches_dir, cache) as snapshot:
+        patches = patch_files(snapshot)
         out = binary_path(target, patches_dir=snapshot)
         if out.is_file() and not force:
             return out  # built by a concurrent run while we waited
-        log = rb._log_path(cache, f"cross-{target.name}", cross_key(target, patches))
+        log = log_path(cache, f"cross-{target.name}", cross_key(target, patches))
         with staged_patched_tree(cache / "work", reporter, log, patches) as tree:
-            changed = rb.sync_tree(tree, root / "src")
+            changed = sync_tree(tree, root / "src")
         # CMake binds a build directory to one source path: configure from a copy in the cache, not from
         # this checkout, so that other checkouts (CI's fresh clone) reuse the same build directory.
         (root / "native").mkdir(parents=True, exist_ok=True)  # an existing target: sync copies, never moves
-        rb.sync_tree(NATIVE_DIR, root / "native")
+        sync_tree(NATIVE_DIR, root / "native")
         reporter.done("source tree " + ("created" if changed < 0 else f"updated ({changed} file(s) changed)"))
         if force and build_dir.exists():
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True, exist_ok=True)
         toolchain = build_dir / f"{target.name}.toolchain.cmake"
         _write_if_changed(toolchain, _toolchain_file(target))
-        env = rb._build_env(target.cmake_flags, cache)
+        env = build_env(target.cmake_flags, cache)
         generator = ["-G", "Ninja"] if shutil.which("ninja") and not (build_dir / "Makefile").exists() else []
         reporter.step(f"configuring the {target.name} build")
-        rb._run_logged(["cmake", "-S", str(root / "native"), "-B", str(build_dir), *generator,
+        run_logged(["cmake", "-S", str(root / "native"), "-B", str(build_dir), *generator,
                         f"-DCMAKE_TOOLCHAIN_FILE={toolchain}", f"-DLLAMA_CPP_DIR={root / 'src'}",
                         *target.cmake_flags], log, what=f"configuring the {target.name} build", env=env)
         reporter.step(f"cross-compiling llama.cpp for {target.name}")
-        rb._run_logged(["cmake", "--build", str(build_dir), "--parallel", JOBS, "--target", PROGRAM], log,
+        run_logged(["cmake", "--build", str(build_dir), "--parallel", JOBS, "--target", PROGRAM], log,
                        what=f"cross-compiling for {target.name}", env=env, on_line=reporter.build_line)
         built = build_dir / PROGRAM
         if not built.is_file():
@@ -296,43 +300,3 @@ def compare(model: Path, prompt: Sequence[int], n_predict: int, *, target_name: 
     scale = max(float(np.max(np.abs(host.logits[:steps]))), 1e-30)
     return Comparison(tokens_equal=all(same), steps_compared=steps, max_abs_diff=diff, max_rel_diff=diff / scale,
                       target=target, host=host)
-
-
-def cli_build(target: str, *, force: bool) -> int:
-    return rb.run_for_cli(lambda console: [f"{target}: {build_cross(target, force=force, console=console)}"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.cross", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help=f"cross-build {PROGRAM} from the patched llama.cpp")
-    build.add_argument("--target", default="aarch64-linux", choices=sorted(TARGETS))
-    build.add_argument("--force", action="store_true", help="rebuild from a clean build directory")
-    run = sub.add_parser("run", help=f"run {PROGRAM} under qemu: greedy tokens for a prompt of token ids")
-    run.add_argument("model", type=Path)
-    run.add_argument("tokens", type=int, nargs="+")
-    run.add_argument("-n", "--n-predict", type=int, default=8)
-    run.add_argument("--target", default="aarch64-linux", choices=sorted(TARGETS))
-    run.add_argument("--compare", action="store_true", help="also run the host runtime and compare")
-    run.add_argument("--phone", action="store_true", help="shared KV, q8_0 KV cache, flash attention")
-    args = parser.parse_args(argv)
-    if args.command == "build":
-        return cli_build(args.target, force=args.force)
-    try:
-        if not args.compare:
-            result = run_greedy(args.model, args.tokens, args.n_predict, target_name=args.target, phone=args.phone)
-            print(" ".join(map(str, result.tokens)))
-            return 0
-        c = compare(args.model, args.tokens, args.n_predict, target_name=args.target, phone=args.phone)
-    except rb.BuildError as error:
-        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
-        return 1
-    print(f"{args.target} tokens: {' '.join(map(str, c.target.tokens))} ({c.target.seconds:.1f} s under emulation)")
-    print(f"host tokens:  {' '.join(map(str, c.host.tokens))} ({c.host.seconds:.2f} s)")
-    print(f"tokens equal: {c.tokens_equal}; logits max |diff| {c.max_abs_diff:.3g} "
-          f"({c.max_rel_diff:.3g} of the largest |logit|) over {c.steps_compared} step(s)")
-    return 0 if c.tokens_equal else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runtime.build import cache_dir
+from runtime.cache import cache_dir
 from runtime.errors import OuroRuntimeError
 
 TRAINED_NAME = "ouro-tiny-arith"

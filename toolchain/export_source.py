@@ -1,7 +1,7 @@
 """`ouro runtime export-source DIR`: the patched llama.cpp tree, ready to build on a phone or for one.
 
 DIR receives the llama.cpp that llama-cpp-python 0.3.36 vendors with every `patches/*.patch` applied (the
-same sources `runtime.build` compiles into the wheel) plus an `ouro/` folder:
+same sources `ouro runtime build` compiles into the wheel) plus an `ouro/` folder:
 
     ouro/build-android.sh   cross build with the Android NDK (arm64-v8a) on a computer
     ouro/build-termux.sh    native build inside Termux on the phone
@@ -9,7 +9,7 @@ same sources `runtime.build` compiles into the wheel) plus an `ouro/` folder:
     ouro/README.md          what the tree is, which patches it holds, how to run an Ouro GGUF on a phone
     ouro/patches/           the patches themselves (what differs from upstream's commit 0c1e570)
 
-`staged_patched_tree` is shared with runtime.cross, which builds the same tree for aarch64 Linux.
+`staged_patched_tree` is shared with toolchain.cross, which builds the same tree for aarch64 Linux.
 """
 
 from __future__ import annotations
@@ -17,14 +17,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from runtime import build as rb
+from runtime.cache import cache_dir
+from toolchain.errors import BuildError
+from toolchain.inputs import (LLAMA_CPP_PYTHON_VERSION, PATCHES_DIR, SDIST_SHA256, TOOLS_CMAKE_ARGS, VENDOR, cache_key,
+                              patch_files, sha256_file)
+from toolchain.patching import apply_patches
+from toolchain.progress import Reporter, log_path
+from toolchain.sdist import download_sdist, fetch_sdist, unpack_sdist
+from toolchain.wheel import build_python
 
 SCRIPTS_DIR = "ouro"
 # The ggml CPU baseline for phone builds: ARMv8.2-A with the int8 dot product and fp16 arithmetic that
@@ -38,39 +44,39 @@ PHONE_RUN_FLAGS = "-c 2048 -t 4 -fa on -ctk q8_0 -ctv q8_0 --override-kv ouro.kv
 
 
 @contextlib.contextmanager
-def staged_patched_tree(workdir: Path, reporter: rb._Reporter, log: Path,
+def staged_patched_tree(workdir: Path, reporter: Reporter, log: Path,
                         patches: Sequence[Path]) -> Iterator[Path]:
     """A scratch copy of the vendored llama.cpp with `patches` applied, inside a temporary directory
     under `workdir` (deleted on exit; move or sync the tree out before the block ends)."""
-    cache = rb.cache_dir()
+    cache = cache_dir()
     reporter.step("fetching the sdist")
     # The build venv (needed only to download) is created lazily: a cached sdist needs no venv.
-    sdist = rb.fetch_sdist(cache, lambda tmp: rb.download_sdist(tmp, rb._build_python(cache, log, reporter), log))
+    sdist = fetch_sdist(cache, lambda tmp: download_sdist(tmp, build_python(cache, log, reporter), log))
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".ouro-llama-") as tmp:
         reporter.step("unpacking the sdist")
-        vendor = rb.unpack_sdist(sdist, Path(tmp)) / rb.VENDOR
+        vendor = unpack_sdist(sdist, Path(tmp)) / VENDOR
         reporter.step(f"applying {len(patches)} patch(es)")
-        rb.apply_patches(vendor, patches)
+        apply_patches(vendor, patches)
         # In the sdist, vendor/llama.cpp/.git is a submodule link into the sdist's own .git: it points
         # nowhere once the tree moves, and would make git fail there.
         gitlink = vendor / ".git"
         if gitlink.is_file():
             gitlink.unlink()
-        reporter.done(f"llama.cpp from llama-cpp-python {rb.LLAMA_CPP_PYTHON_VERSION} + {len(patches)} patch(es)")
+        reporter.done(f"llama.cpp from llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} + {len(patches)} patch(es)")
         yield vendor
 
 
-def export_source(target: Path, *, patches_dir: Path = rb.PATCHES_DIR, console: Console | None = None) -> Path:
+def export_source(target: Path, *, patches_dir: Path = PATCHES_DIR, console: Console | None = None) -> Path:
     """Write the patched tree and the phone build scripts into `target` (new or empty); nothing is left
     half-written: everything is staged beside `target` and renamed into place at the end."""
     console = console or Console(stderr=True, soft_wrap=True)
     target = target.expanduser().resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise rb.BuildError(f"{target} exists and is not an empty directory: choose a new one")
-    patches = rb.patch_files(patches_dir)
-    log = rb._log_path(rb.cache_dir(), "export-source", rb.cache_key(patches, ()))
-    with rb._Reporter(console) as reporter, staged_patched_tree(target.parent, reporter, log, patches) as tree:
+        raise BuildError(f"{target} exists and is not an empty directory: choose a new one")
+    patches = patch_files(patches_dir)
+    log = log_path(cache_dir(), "export-source", cache_key(patches, ()))
+    with Reporter(console) as reporter, staged_patched_tree(target.parent, reporter, log, patches) as tree:
         write_phone_files(tree / SCRIPTS_DIR, patches)
         reporter.step(f"moving the tree to {target}")
         if target.exists():
@@ -98,9 +104,9 @@ def write_phone_files(folder: Path, patches: Sequence[Path]) -> None:
 
 
 def _common_cmake_args() -> str:
-    # runtime.build's standalone-tools flags (static, no UI download, no tests), minus the ones every
+    # toolchain.inputs' standalone-tools flags (static, no UI download, no tests), minus the ones every
     # script sets itself, plus OpenSSL off: neither the NDK nor a bare Termux has it.
-    keep = [a for a in rb.TOOLS_CMAKE_ARGS if not a.startswith("-DCMAKE_BUILD_TYPE")]
+    keep = [a for a in TOOLS_CMAKE_ARGS if not a.startswith("-DCMAKE_BUILD_TYPE")]
     return " \\\n    ".join(["-DCMAKE_BUILD_TYPE=Release", *keep])
 
 
@@ -172,11 +178,11 @@ support:
 
 
 def _readme(patches: Sequence[Path]) -> str:
-    rows = "\n".join(f"| `{p.name}` | `{rb._sha256_file(p)[:16]}` |" for p in patches)
+    rows = "\n".join(f"| `{p.name}` | `{sha256_file(p)[:16]}` |" for p in patches)
     return f"""# llama.cpp with Ouro support
 
-This is the llama.cpp vendored by llama-cpp-python {rb.LLAMA_CPP_PYTHON_VERSION} (sdist sha256
-`{rb.SDIST_SHA256[:16]}…`, llama.cpp commit 0c1e570) with the ouro-gguf patches applied: the `ouro`
+This is the llama.cpp vendored by llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} (sdist sha256
+`{SDIST_SHA256[:16]}…`, llama.cpp commit 0c1e570) with the ouro-gguf patches applied: the `ouro`
 architecture (looped layers, exit gate, loop-shared KV, run-time exit control). The patches are in
 `ouro/patches/`.
 
@@ -202,18 +208,3 @@ architecture (looped layers, exit gate, loop-shared KV, run-time exit control). 
 loop). `ouro info MODEL.gguf --ctx 2048 --kv share --kv-type q8_0` (on a computer) prints the memory a
 setting needs; prefer a Q8_0 or Q4_K_M GGUF on a phone.
 """
-
-
-def cli_export(directory: Path) -> int:
-    def work(console: Console) -> list[str]:
-        target = export_source(directory, console=console)
-        return [f"patched llama.cpp written to {target}; build scripts in {target / SCRIPTS_DIR}"]
-
-    return rb.run_for_cli(work)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m runtime.export_source DIR", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(cli_export(Path(sys.argv[1])))
