@@ -43,7 +43,7 @@ from convert.convert import convert_checkpoint
 from convert.errors import ConvertError
 from models.data import HELD_OUT_SEED, Problem, held_out_problems
 from models.evaluate import MAX_NEW_TOKENS
-from runtime.api import OuroModel, load
+from runtime import OuroModel, load
 from runtime.errors import OuroRuntimeError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from benchmarks.cli import measurement_parser
 from benchmarks.gguf_speed import take_turns
 from ouro_cli.bench import PROMPT_WORD
 from runtime import control
-from runtime.api import load
+from runtime import load
 
 
 def skip_rows(path: str | Path, *, prompt_tokens: int = 64, gen_tokens: int = 64, rounds: int = 3,

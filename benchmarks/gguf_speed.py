@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks.cli import measurement_parser
 from ouro_cli.bench import PROMPT_WORD, BenchRow, measure_row
 from runtime import control
-from runtime.api import OuroModel, load
+from runtime import OuroModel, load
 
 CHAT_MESSAGE = "Explain in two sentences why the sky is blue."
 

@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from runtime.api import load
+    from runtime import load
     from runtime.server import OuroServer
 
     model = load(args.model, n_ctx=args.ctx, n_threads=args.threads)

@@ -15,13 +15,9 @@ from typing import Any
 import numpy as np
 
 from convert.errors import CheckpointError
+from runtime.keys import MAX_LOGICAL_LAYERS, MAX_LOOPS
 
 
-# Limits of the runtime the file is for (patches/0001: OURO_MAX_LOOPS, llama.cpp's LLAMA_MAX_LAYERS, which
-# bounds loops x physical layers). Kept here rather than imported from runtime.validate so that the
-# converter does not import the runtime package (and its llama.cpp bindings) to check a config.
-MAX_LOOPS = 16
-MAX_LOGICAL_LAYERS = 512
 # GGUF stores these as uint32 and llama.cpp often as int32.
 MAX_INT = 2**31 - 1
 _F32_MAX = float(np.finfo(np.float32).max)

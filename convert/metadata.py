@@ -13,8 +13,9 @@ from convert.errors import CheckpointError
 from convert.safetensors_reader import to_float32
 from convert.tensor_map import GATE_BIAS, GATE_WEIGHT
 from convert.tokenizer import GGUFVocab
+from runtime import keys
 
-ARCH = "ouro"
+
 # Paper sampling for the reasoning (Thinking) models; base models are run greedy and get no defaults.
 THINKING_TEMP = 1.0
 THINKING_TOP_P = 0.7
@@ -81,14 +82,14 @@ def add_metadata(writer: GGUFWriter, ckpt: Checkpoint, vocab: GGUFVocab, meta: F
     writer.add_rope_freq_base(hp.rope_theta)
     writer.add_layer_norm_rms_eps(hp.rms_norm_eps)
     writer.add_vocab_size(hp.vocab_size)
-    writer.add_uint32(f"{ARCH}.num_loops", hp.total_ut_steps)
+    writer.add_uint32(keys.NUM_LOOPS, hp.total_ut_steps)
     # Ouro applies model.norm after every loop, including the last one (spec §3).
-    writer.add_bool(f"{ARCH}.skip_loop_final_norm", False)
+    writer.add_bool(keys.SKIP_LOOP_FINAL_NORM, False)
 
     # The gate as metadata: upstream llama.cpp ignores unknown keys but rejects unknown tensors.
-    writer.add_array(f"{ARCH}.exit_gate.weight", [float(x) for x in meta.gate.weight])
-    writer.add_float32(f"{ARCH}.exit_gate.bias", meta.gate.bias)
-    writer.add_float32(f"{ARCH}.early_exit_threshold", hp.early_exit_threshold)
+    writer.add_array(keys.EXIT_GATE_WEIGHT, [float(x) for x in meta.gate.weight])
+    writer.add_float32(keys.EXIT_GATE_BIAS, meta.gate.bias)
+    writer.add_float32(keys.EARLY_EXIT_THRESHOLD, hp.early_exit_threshold)
 
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("smollm")

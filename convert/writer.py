@@ -17,7 +17,8 @@ from gguf import GGUFWriter
 from gguf.quants import quantize
 
 from convert.checkpoint import Checkpoint
-from convert.metadata import ARCH, FileMetadata, add_metadata
+from convert.metadata import FileMetadata, add_metadata
+from runtime.keys import ARCH
 from convert.plan import TensorPlan
 from convert.safetensors_reader import SafetensorsFile, to_float32
 from convert.tokenizer import GGUFVocab

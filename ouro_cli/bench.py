@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ouro_cli import model_options as opt
-from runtime.api import Completion, OuroModel, load
+from runtime import Completion, OuroModel, Settings, load
 from runtime.errors import OuroRuntimeError
 
 app = typer.Typer()
@@ -81,14 +81,15 @@ def measure_row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repea
 
 
 def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int = 64, gen_tokens: int = 32,
-              repeats: int = 3, n_threads: int | None = None, skip_thresholds: list[float] = DEFAULT_SKIP_THRESHOLDS,
-              console: Console | None = None) -> BenchResult:
+              repeats: int = 3, settings: Settings = Settings(),
+              skip_thresholds: list[float] = DEFAULT_SKIP_THRESHOLDS, console: Console | None = None) -> BenchResult:
     """Measure `path` at each loop count (default 1..the file's), then in skip mode at each of
-    `skip_thresholds` if the runtime has skip mode."""
+    `skip_thresholds` if the runtime has skip mode; `settings` for the rest (threads, KV cache), with a
+    context just large enough."""
     console = console or Console(stderr=True)
     prompt = PROMPT_WORD * prompt_tokens
     n_ctx = prompt_tokens + gen_tokens + 16
-    with load(path, n_ctx=n_ctx, n_threads=n_threads, loops=1) as model:
+    with load(path, settings, n_ctx=n_ctx, loops=1) as model:
         loop_counts = loops or list(range(1, model.file_loops + 1))
         rows: list[BenchRow] = []
         with Progress(console=console, transient=True) as progress:
@@ -111,7 +112,7 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
                     model.set_exit_threshold(q)
                     rows.append(measure_row(model, "skip", prompt, gen_tokens, repeats, advance, threshold=q))
                 skip_mode = "measured"
-    return BenchResult(model=str(path), threads=n_threads, n_ctx=n_ctx, repeats=repeats, rows=rows,
+    return BenchResult(model=str(path), threads=settings.n_threads, n_ctx=n_ctx, repeats=repeats, rows=rows,
                        skip_mode=skip_mode)
 
 
@@ -151,13 +152,14 @@ def bench(
     gen_tokens: Annotated[int, typer.Option("--gen-tokens", "-n", min=2, help="Tokens to decode per run.")] = 32,
     repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Runs per configuration (the median is shown).")] = 3,
     skip_thresholds: Annotated[str, typer.Option("--skip-thresholds", help="Exit thresholds to measure skip mode at, e.g. 0.5,0.9 (empty: none).")] = ",".join(map(str, DEFAULT_SKIP_THRESHOLDS)),
-    threads: opt.Threads = None,
+    threads: opt.Threads = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
 ) -> None:
     """Measure prompt and decode tokens/s at loops 1..T and in skip mode (early exit that skips compute)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         result = run_bench(model, loops=None if loops is None else _parse_list(loops, "--loops", int, 1, 16),
-                           prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats, n_threads=threads,
+                           prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats,
+                           settings=opt.settings(phone=phone, threads=threads, kv_type=kv_type),
                            skip_thresholds=_parse_list(skip_thresholds, "--skip-thresholds", float, 0, 1)
                            if skip_thresholds.strip() else [], console=err)
     if as_json:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ouro_cli import model_options as opt
-from runtime.api import PHONE_PRESET, OuroModel
+from runtime import OuroModel
 from runtime.errors import OuroRuntimeError
 
 app = typer.Typer()
@@ -300,22 +300,19 @@ def chat(
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
     repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
     ignore_eos: opt.IgnoreEos = False,
-    ctx: opt.Ctx = opt.DEFAULT_CTX, threads: opt.Threads = None, loops: opt.Loops = None,
-    exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = opt.ExitMode["select"],
-    kv: opt.KvOpt = opt.KvMode["full"], phone: opt.Phone = False,
+    ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
+    exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
 ) -> None:
     """Chat with an Ouro model in the terminal (streaming, multi-turn, /help for commands)."""
-    kv_type = "f16"
-    if phone:  # the small-memory preset (runtime.api.PHONE_PRESET)
-        ctx, threads, kv, kv_type = (PHONE_PRESET["n_ctx"], PHONE_PRESET["n_threads"], opt.KvMode[PHONE_PRESET["kv"]],
-                                     PHONE_PRESET["kv_type"])
     console = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     with opt.cli_errors(err):
         params = opt.sampling(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty,
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
-        opened = opt.open_model(model, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                                exit_mode=exit_mode, kv=kv, console=err, kv_type=kv_type)
+        settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
+                                exit_mode=exit_mode, kv=kv, kv_type=kv_type)
+        opened = opt.open_model(model, settings, err)
         m = opened.model
         m.default_sampling.updated(**params)  # reject bad values now rather than at the first answer
     console.print(f"[bold]ouro chat[/bold] · {escape(opened.label)}")

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from ouro_cli import model_options as opt
-from runtime.api import Completion, TextStream
+from runtime import Completion, TextStream
 from runtime.errors import OuroRuntimeError
 
 app = typer.Typer()
@@ -27,9 +27,9 @@ def generate(
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
     repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
     ignore_eos: opt.IgnoreEos = False,
-    ctx: opt.Ctx = opt.DEFAULT_CTX, threads: opt.Threads = None, loops: opt.Loops = None,
-    exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = opt.ExitMode["select"],
-    kv: opt.KvOpt = opt.KvMode["full"],
+    ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
+    exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
 ) -> None:
     """Continue a prompt with an Ouro model (one shot, streaming)."""
     out = Console(highlight=False, soft_wrap=True)
@@ -40,8 +40,9 @@ def generate(
             raise OuroRuntimeError("the prompt is empty")
         params = opt.sampling(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty,
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
-        m = opt.open_model(model, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                           exit_mode=exit_mode, kv=kv, console=err).model
+        settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
+                                exit_mode=exit_mode, kv=kv, kv_type=kv_type)
+        m = opt.open_model(model, settings, err).model
         with m:
             if as_json:
                 completion = m.generate(text, **params)

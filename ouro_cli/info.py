@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ouro_cli import model_options as opt
-from runtime.memory_plan import KV_TYPES, plan_memory, plan_rows
+from runtime.loading import plan_for
+from runtime.memory_plan import plan_rows
 from runtime.validate import GGUFSummary, validate_gguf
 
 app = typer.Typer()
@@ -113,17 +114,17 @@ def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[
 def info(
     file: Annotated[str, typer.Argument(help="An Ouro GGUF file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
-    ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context length for the memory estimate.")] = opt.DEFAULT_CTX,
-    kv: Annotated[opt.KvMode, typer.Option("--kv", help="KV policy for the memory plan: full or share.")] = opt.KvMode["full"],
-    kv_type: Annotated[str, typer.Option("--kv-type", help=f"KV cache type for the memory plan: {', '.join(KV_TYPES)}.")] = "f16",
+    ctx: opt.Ctx = None, kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
 ) -> None:
     """Show an Ouro GGUF's architecture, loops, exit gate, quantization, chat template and memory needs."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
-        if ctx < 1:
+        if ctx is not None and ctx < 1:
             raise typer.BadParameter("--ctx must be at least 1")
+        settings = opt.settings(phone=phone, ctx=ctx, kv=kv, kv_type=kv_type)
         summary = validate_gguf(file)
-        plan = plan_memory(summary, ctx, kv=kv.value, kv_type=kv_type)  # runtime/memory_plan.py
+        plan = plan_for(summary, settings)  # runtime/memory_plan.py
+        ctx = settings.n_ctx
     if as_json:
         print(json.dumps({**info_dict(summary, ctx), "memory_plan": plan.to_dict()}, ensure_ascii=False, indent=2))
     else:

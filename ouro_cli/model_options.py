@@ -1,7 +1,8 @@
-"""What `ouro chat` and `ouro generate` share: the model, sampling and loop/exit options, loading, errors.
+"""What the commands that load a model share: the sampling and settings options, loading, errors.
 
-Each command declares the options with these annotated types (Typer has no option groups), then calls
-`sampling(...)` and `open_model(...)`.
+Each command declares the options with these annotated types (Typer has no option groups), then turns
+them into one `Settings` with `settings(...)` (the --phone preset, then the flags given) and calls
+`open_model(path, settings, console)`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from runtime.api import EXIT_MODES, KV_MODES, OuroModel, load
+from runtime import OuroModel
 from runtime.errors import OuroRuntimeError
-from runtime.memory_plan import KV_TYPES, available_memory, fit_warning, human_bytes, plan_memory  # noqa: F401  (human_bytes: used by chat and info through this module)
+from runtime.keys import EXIT_MODES, KV_MODES
+from runtime.kv import KV_TYPES
+from runtime.loading import open_checked, plan_for
+from runtime.memory_plan import available_memory, fit_warning, human_bytes
+from runtime.settings import DEFAULT_CTX, PRESETS, Settings
 from runtime.validate import validate_gguf
 
 ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
 KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
-DEFAULT_CTX = 2048
+KvType = Enum("KvType", {t: t for t in KV_TYPES}, type=str)
 
 _S = "Sampling"
 _R = "Model and loops"
@@ -37,13 +42,26 @@ RepeatPenalty = Annotated[Optional[float], typer.Option("--repeat-penalty", help
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: random).", rich_help_panel=_S)]
 MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", "-n", help="Stop after this many tokens (default: at the end of the turn or a full context).", rich_help_panel=_S)]
 IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="Never end the turn; generate until --max-tokens or a full context.", rich_help_panel=_S)]
-Ctx = Annotated[int, typer.Option("--ctx", "-c", help="Context length in tokens; its KV cache is allocated up front (the size is printed).", rich_help_panel=_R)]
+Ctx = Annotated[Optional[int], typer.Option("--ctx", "-c", help=f"Context length in tokens (default {DEFAULT_CTX}); its KV cache is allocated up front (the size is printed).", rich_help_panel=_R)]
 Threads = Annotated[Optional[int], typer.Option("--threads", "-t", help="CPU threads (default: llama-cpp-python's).", rich_help_panel=_R)]
 Loops = Annotated[Optional[int], typer.Option("--loops", help="Loops per token (default: the file's ouro.num_loops).", rich_help_panel=_R)]
 ExitThreshold = Annotated[Optional[float], typer.Option("--exit-threshold", help="Q-exit threshold in [0, 1] (default: the file's; 1 = always the last loop).", rich_help_panel=_R)]
-ExitModeOpt = Annotated[ExitMode, typer.Option("--exit-mode", help="select: run every loop, read the exit loop; skip: stop computing at the exit.", rich_help_panel=_R)]
-KvOpt = Annotated[KvMode, typer.Option("--kv", help="full: one KV slot per loop and layer; share: generated tokens keep only their last loop's.", rich_help_panel=_R)]
+ExitModeOpt = Annotated[Optional[ExitMode], typer.Option("--exit-mode", help="select (default): run every loop, read the exit loop; skip: stop computing at the exit.", rich_help_panel=_R)]
+KvOpt = Annotated[Optional[KvMode], typer.Option("--kv", help="full (default): one KV slot per loop and layer; share: generated tokens keep only their last loop's.", rich_help_panel=_R)]
+KvTypeOpt = Annotated[Optional[KvType], typer.Option("--kv-type", help="KV cache element type: f16 (default) or q8_0 (half the memory).", rich_help_panel=_R)]
 Phone = Annotated[bool, typer.Option("--phone", help="Small-memory preset: --kv share, a q8_0 KV cache, --ctx 2048, 4 threads (replaces those options).", rich_help_panel=_R)]
+
+
+def settings(*, phone: bool = False, ctx: int | None = None, threads: int | None = None, loops: int | None = None,
+             exit_threshold: float | None = None, exit_mode: ExitMode | None = None, kv: KvMode | None = None,
+             kv_type: KvType | None = None) -> Settings:
+    """The one Settings of a command: the --phone preset (or the defaults), then the flags given."""
+    given = dict(n_ctx=ctx, n_threads=threads, loops=loops, exit_threshold=exit_threshold,
+                 exit_mode=exit_mode and exit_mode.value, kv=kv and kv.value, kv_type=kv_type and kv_type.value)
+    preset = PRESETS["phone" if phone else "default"]
+    if phone:  # the preset replaces the memory options (see --phone's help)
+        given.update(n_ctx=None, n_threads=None, kv=None, kv_type=None)
+    return preset.replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def sampling(*, temp: float | None, top_p: float | None, top_k: int | None, min_p: float | None,
@@ -62,9 +80,7 @@ class OpenedModel:
     synthetic: bool     # the embedded random-weight stand-in
 
 
-def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int | None,
-               exit_threshold: float | None, exit_mode: ExitMode, kv: KvMode, console: Console,
-               kv_type: str = "f16") -> OpenedModel:
+def open_model(path: Optional[str], settings: Settings, console: Console) -> OpenedModel:
     """Load MODEL, or with none the embedded model (converted into the cache on first use)."""
     synthetic = False
     if path is None:
@@ -75,17 +91,17 @@ def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int
     else:
         file, label = Path(path), path
     summary = validate_gguf(file)
-    if summary.head_dim % KV_TYPES[kv_type][1]:  # --phone on a model whose heads a q8_0 block cannot split
-        console.print(f"[dim]a {kv_type} KV cache needs heads of a multiple of {KV_TYPES[kv_type][1]} values "
+    block_values = KV_TYPES[settings.kv_type][1]
+    if summary.head_dim % block_values:  # --phone on a model whose heads a q8_0 block cannot split
+        console.print(f"[dim]a {settings.kv_type} KV cache needs heads of a multiple of {block_values} values "
                       f"(this model: {summary.head_dim}): using f16[/dim]")
-        kv_type = "f16"
+        settings = settings.replace(kv_type="f16")
     # Warn before loading: a KV cache that does not fit can get the process killed while it is allocated.
-    warning = fit_warning(plan_memory(summary, ctx, kv=kv.value, kv_type=kv_type, loops=loops), available_memory())
+    plan = plan_for(summary, settings)
+    warning = fit_warning(plan, available_memory())
     if warning:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    model = load(file, n_ctx=ctx, loops=loops, exit_threshold=exit_threshold, exit_mode=exit_mode.value,
-                 kv=kv.value, n_threads=threads, kv_type=kv_type)
-    return OpenedModel(model, label, synthetic)
+    return OpenedModel(open_checked(summary, settings, plan=plan), label, synthetic)
 
 
 @contextlib.contextmanager
@@ -122,14 +138,15 @@ class CtrlC:
         self.pressed = True
 
 
-
-
 def kv_summary(model: OuroModel) -> str:
-    """One line: the context's KV memory, and where the per-token figure comes from."""
+    """One line: the context's KV memory, and where the per-token figure comes from (the loops that own
+    slots: all of them with full KV, one with shared KV; the cache's element type)."""
     md = model.metadata
+    slot_loops = f"{model.loops} loops" if model.kv == "full" else "1 loop (shared)"
     return (f"context {model.n_ctx} tokens · KV cache {human_bytes(model.kv_bytes_capacity)} "
             f"({human_bytes(model.kv_bytes_per_token)}/token = K+V × {md.get('ouro.block_count')} layers "
-            f"× {model.loops} loops × {md.get('ouro.attention.head_count_kv')} KV heads × F16, kv {model.kv})")
+            f"× {slot_loops} × {md.get('ouro.attention.head_count_kv')} KV heads × {model.kv_type.upper()}, "
+            f"kv {model.kv})")
 
 
 def loops_text(mean_loops: float | None) -> str:

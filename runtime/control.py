@@ -16,8 +16,7 @@ from __future__ import annotations
 import ctypes
 from functools import cache
 
-EXIT_MODES = {"select": 0, "skip": 1}
-MAX_LOOPS = 16
+from runtime.keys import EXIT_MODES, MAX_LOOPS
 
 
 class ControlError(RuntimeError):
@@ -54,7 +53,7 @@ def set_exit(llm, *, mode: str | None = None, threshold: float | None = None, mi
     if mode is not None and mode not in EXIT_MODES:
         raise ControlError(f"exit mode must be one of {sorted(EXIT_MODES)}, got {mode!r}")
     code = _lib().llama_ouro_set_exit(
-        _ctx(llm), -1 if mode is None else EXIT_MODES[mode],
+        _ctx(llm), -1 if mode is None else EXIT_MODES.index(mode),
         -1.0 if threshold is None else float(threshold), 0 if min_loops is None else int(min_loops))
     if code != 0:
         raise ControlError(f"invalid exit settings: mode={mode}, threshold={threshold}, min_loops={min_loops}")

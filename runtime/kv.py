@@ -1,30 +1,20 @@
-"""KV-cache memory of an Ouro GGUF, from its metadata (spec §3: every (loop, layer) pair owns a slot).
+"""KV-cache bytes per token: the one formula, used by validation, the memory plan and `ouro info`.
 
-Full KV keeps T·L slots for every token; each slot stores one K and one V row per KV head. The cache is
-F16 (llama.cpp's default), 2 bytes per element.
+Spec §3: every (loop, layer) pair owns a KV slot, so full KV keeps T·L slots per token; loop-shared KV
+(`ouro.kv_share`, patch 0003) keeps L. Each slot stores one K and one V row per KV head, in the cache's
+element type: F16 (llama.cpp's default, 2 bytes a value) or q8_0 (34 bytes per block of 32 values; it
+needs a head size that is a multiple of 32).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+# KV cache element types: (bytes, values) per block, and ggml's type id (llama_cpp's type_k / type_v).
+KV_TYPES: dict[str, tuple[int, int]] = {"f16": (2, 1), "q8_0": (34, 32)}
+GGML_TYPE_IDS = {"f16": 1, "q8_0": 8}
 
-F16_BYTES = 2
 
-
-def kv_bytes_per_token(metadata: Mapping[str, object], loops: int | None = None) -> int:
-    """Bytes of F16 K+V per token at `loops` loops (default: the file's ouro.num_loops) with full KV."""
-    arch = str(metadata.get("general.architecture", "ouro"))
-
-    def get(key: str, default: int | None = None) -> int:
-        value = metadata.get(f"{arch}.{key}", default)
-        if value is None:
-            raise KeyError(f"{arch}.{key}")
-        return int(float(value))  # llama_cpp.Llama.metadata holds every value as a string
-
-    heads = get("attention.head_count")
-    kv_heads = get("attention.head_count_kv", heads)
-    head_dim = get("embedding_length") // heads
-    k_dim = get("attention.key_length", head_dim)
-    v_dim = get("attention.value_length", head_dim)
-    n_loops = loops if loops is not None else get("num_loops", 1)  # no key: llama.cpp runs one loop
-    return get("block_count") * n_loops * kv_heads * (k_dim + v_dim) * F16_BYTES
+def kv_bytes_per_token(*, layers: int, loops: int, heads_kv: int, head_dim: int, kv: str = "full",
+                       kv_type: str = "f16") -> int:
+    block_bytes, block_values = KV_TYPES[kv_type]
+    slots = layers * (loops if kv == "full" else 1)
+    return slots * 2 * heads_kv * head_dim // block_values * block_bytes

@@ -28,12 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.errors import OuroRuntimeError
+from runtime.keys import KV_MODES
+from runtime.kv import KV_TYPES, kv_bytes_per_token
 from runtime.validate import GGUFSummary
-
-KV_MODES = ("full", "share")
-# KV cache element types: (bytes, values) per block, and ggml's type id (llama_cpp's type_k / type_v).
-KV_TYPES: dict[str, tuple[int, int]] = {"f16": (2, 1), "q8_0": (34, 32)}
-GGML_TYPE_IDS = {"f16": 1, "q8_0": 8}
 KV_CELL_PAD = 256          # llama.cpp rounds the context up to a multiple of this many cells
 DEFAULT_BATCH = 512        # llama-cpp-python's n_batch / n_ubatch
 RUNTIME_OVERHEAD = 10 << 20
@@ -82,10 +79,8 @@ def kv_cells(n_ctx: int) -> int:
 
 
 def kv_cache_bytes(s: GGUFSummary, cells: int, kv: str, kv_type: str, loops: int) -> int:
-    block_bytes, block_values = KV_TYPES[kv_type]
-    slots = s.layers * (loops if kv == "full" else 1)
-    values_per_slot = 2 * s.heads_kv * s.head_dim  # one K and one V row per KV head
-    return cells * slots * values_per_slot // block_values * block_bytes
+    return cells * kv_bytes_per_token(layers=s.layers, loops=loops, heads_kv=s.heads_kv, head_dim=s.head_dim,
+                                      kv=kv, kv_type=kv_type)
 
 
 def compute_bytes(s: GGUFSummary, cells: int, n_ubatch: int, flash_attn: bool) -> int:

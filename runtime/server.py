@@ -10,15 +10,15 @@ Ouro's knobs travel as extra request fields: "loops" (int), "exit_threshold" (0.
 repeat_penalty, ignore_eos (fixed-length answers for benchmarks).
 
 One model, one KV cache: requests run one at a time. Connections are served by threads, which queue on
-`OuroServer.lock` for the whole generation (streamed or not), so concurrent clients are answered in turn
-and never interleave inside llama.cpp. A client that disconnects mid-stream ends its generation.
+the model's own lock (runtime.locking) for the whole generation, streamed or not: each request's settings
+are applied and its generation started in one call, so concurrent clients are answered in turn and never
+interleave inside llama.cpp. A client that disconnects mid-stream ends its generation.
 The server binds 127.0.0.1 unless told otherwise: it has no authentication.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from runtime.api import Completion, OuroModel, TextStream
+from runtime import Completion, OuroModel, Settings, TextStream
 from runtime.errors import OuroRuntimeError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -53,7 +53,6 @@ class OuroServer:
         self.default_loops = model.loops
         self.default_threshold = model.exit_threshold
         self.default_exit_mode = model.exit_mode
-        self.lock = threading.Lock()
         self.log = log or (lambda _msg: None)
         self.created = int(time.time())
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
@@ -78,40 +77,49 @@ class OuroServer:
         return {"object": "list", "data": [{"id": self.model_id, "object": "model", "created": self.created,
                                             "owned_by": "ouro-gguf"}]}
 
-    def configure(self, body: dict) -> None:
-        """Apply the request's loops / exit threshold / exit mode (or the defaults); caller holds the lock."""
+    def requested(self, body: dict) -> tuple[int, float, str]:
+        """The loops, exit threshold and exit mode the request runs with (its own, or the defaults)."""
         loops = _optional(body, "loops", int)
         threshold = _optional(body, "exit_threshold", float)
         mode = body.get("exit_mode")
         if mode is not None and not isinstance(mode, str):
             raise RequestError(f"exit_mode must be a string, got {mode!r}")
-        loops = self.default_loops if loops is None else loops
-        threshold = self.default_threshold if threshold is None else threshold
-        mode = self.default_exit_mode if mode is None else mode
+        return (self.default_loops if loops is None else loops,
+                self.default_threshold if threshold is None else threshold,
+                self.default_exit_mode if mode is None else mode)
+
+    def settings(self, body: dict) -> Settings:
+        """The model's settings changed to what the request asks for."""
+        loops, threshold, mode = self.requested(body)
+        # Only what differs from the model's effective values changes: naming the file's own loop count
+        # must not count as a new one (that would start the KV cache over).
+        changes: dict[str, Any] = {}
         if loops != self.model.loops:
-            self.model.set_loops(loops)
+            changes["loops"] = loops
         if threshold != self.model.exit_threshold:
-            self.model.set_exit_threshold(threshold)
+            changes["exit_threshold"] = threshold
         if mode != self.model.exit_mode:
-            self.model.set_exit_mode(mode)
+            changes["exit_mode"] = mode
+        return self.model.settings.replace(**changes)
 
     def start(self, kind: str, body: dict) -> Completion | TextStream:
-        """Run a chat or text completion on the model; caller holds the lock."""
+        """Run a chat or text completion on the model with the request's settings."""
         stream = bool(body.get("stream", False))
         sampling = _sampling(body)
+        settings = self.settings(body)
         if kind == "chat":
             messages = _messages(body)
             kwargs = body.get("chat_template_kwargs") or {}
             if not isinstance(kwargs, dict):
                 raise RequestError("chat_template_kwargs must be an object")
             thinking = kwargs.get("enable_thinking")
-            return self.model.chat(messages, stream=stream, enable_thinking=thinking, **sampling)
-        return self.model.generate(_prompt(body), stream=stream, **sampling)
+            return self.model.chat(messages, stream=stream, enable_thinking=thinking, settings=settings, **sampling)
+        return self.model.generate(_prompt(body), stream=stream, settings=settings, **sampling)
 
-    def ouro_fields(self, completion: Completion) -> dict:
+    def ouro_fields(self, completion: Completion, body: dict) -> dict:
         s = completion.stats
-        return {"loops": self.model.loops, "exit_threshold": self.model.exit_threshold,
-                "exit_mode": self.model.exit_mode, "mean_loops": s.mean_loops,
+        loops, threshold, mode = self.requested(body)
+        return {"loops": loops, "exit_threshold": threshold, "exit_mode": mode, "mean_loops": s.mean_loops,
                 "prefill_tokens_per_s": s.prefill_tps, "decode_tokens_per_s": s.decode_tps}
 
 
@@ -212,20 +220,18 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client went quiet or away before sending its whole body
             self.close_connection = True
             return
-        with self.ouro.lock:  # one generation at a time; other requests wait here
-            try:
-                self.ouro.configure(body)
-                result = self.ouro.start(kind, body)
-            except (RequestError, OuroRuntimeError) as e:
-                self._send_error(HTTPStatus.BAD_REQUEST, str(e))
-                return
-            if isinstance(result, TextStream):
-                self._stream(kind, result)
-                return
-            try:
-                self._send_json(HTTPStatus.OK, self._response(kind, result))
-            except OSError:
-                self.ouro.log(f"{self.address_string()} disconnected before the answer was sent")
+        try:
+            result = self.ouro.start(kind, body)  # waits for the model: one generation at a time
+        except (RequestError, OuroRuntimeError) as e:
+            self._send_error(HTTPStatus.BAD_REQUEST, str(e))
+            return
+        if isinstance(result, TextStream):
+            self._stream(kind, result, body)
+            return
+        try:
+            self._send_json(HTTPStatus.OK, self._response(kind, result, body))
+        except OSError:
+            self.ouro.log(f"{self.address_string()} disconnected before the answer was sent")
 
     # -- bodies -------------------------------------------------------------------------------------
 
@@ -244,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError("the body must be a JSON object")
         return body
 
-    def _response(self, kind: str, c: Completion) -> dict:
+    def _response(self, kind: str, c: Completion, body: dict) -> dict:
         usage = {"prompt_tokens": c.stats.prompt_tokens, "completion_tokens": c.stats.generated_tokens,
                  "total_tokens": c.stats.prompt_tokens + c.stats.generated_tokens}
         if kind == "chat":
@@ -255,9 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"index": 0, "text": c.text, "logprobs": None, "finish_reason": _finish(c)}
             obj = "text_completion"
         return {"id": _id(kind), "object": obj, "created": int(time.time()), "model": self.ouro.model_id,
-                "choices": [choice], "usage": usage, "ouro": self.ouro.ouro_fields(c)}
+                "choices": [choice], "usage": usage, "ouro": self.ouro.ouro_fields(c, body)}
 
-    def _stream(self, kind: str, stream: TextStream) -> None:
+    def _stream(self, kind: str, stream: TextStream, body: dict) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -285,8 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(chunk(piece, None))
             assert stream.completion is not None
             final = chunk(None, _finish(stream.completion))
-            final["usage"] = self._response(kind, stream.completion)["usage"]
-            final["ouro"] = self.ouro.ouro_fields(stream.completion)
+            final["usage"] = self._response(kind, stream.completion, body)["usage"]
+            final["ouro"] = self.ouro.ouro_fields(stream.completion, body)
             self._event(final)
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()

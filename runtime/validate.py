@@ -21,11 +21,8 @@ from gguf import GGMLQuantizationType as Q
 
 from runtime.errors import OuroRuntimeError
 from runtime.gguf_header import Field, GGUFFormatError, GGUFHeader, TensorInfo, ValueType, read_header
+from runtime.keys import ARCH, EXIT_MODES, MAX_LOGICAL_LAYERS, MAX_LOOPS
 from runtime.kv import kv_bytes_per_token
-
-ARCH = "ouro"
-MAX_LOOPS = 16  # the patched runtime's OURO_MAX_LOOPS
-MAX_LOGICAL_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: loops x physical layers
 
 # Weight types llama.cpp's CPU backend can multiply with. Q8_1/Q8_K are activation formats and the
 # integer/F64 types are not weights: a matmul on them aborts instead of failing cleanly.
@@ -45,7 +42,6 @@ OURO_KEYS = frozenset(f"{ARCH}.{k}" for k in (
     "exit_gate.weight", "exit_gate.bias", "early_exit_threshold", "exit_at_step", "kv_share", "exit_mode",
     "min_loops",
 ))
-EXIT_MODES = ("select", "skip")
 # Keys outside ouro.* that llama.cpp reads with a fixed type when present (a wrong type makes it refuse).
 _SPECIAL_TOKEN_KEYS = {
     "bos": "bos", "eos": "eos", "eot": "eot", "eom": "eom", "unk": "unknown", "sep": "seperator",
@@ -114,9 +110,18 @@ class GGUFSummary:
     eot_token_id: int | None
     eos_token: str | None
     eot_token: str | None
-    kv_bytes_per_token_full: int  # F16 K+V of one token with every (loop, layer) slot kept
-    kv_bytes_per_token_share: int  # the same with one slot per physical layer (ouro.kv_share)
     sampling: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kv_bytes_per_token_full(self) -> int:
+        """F16 K+V of one token with every (loop, layer) slot kept."""
+        return kv_bytes_per_token(layers=self.layers, loops=self.loops, heads_kv=self.heads_kv, head_dim=self.head_dim)
+
+    @property
+    def kv_bytes_per_token_share(self) -> int:
+        """The same with one slot per physical layer (ouro.kv_share)."""
+        return kv_bytes_per_token(layers=self.layers, loops=self.loops, heads_kv=self.heads_kv, head_dim=self.head_dim,
+                                  kv="share")
 
     def kv_bytes(self, n_ctx: int, kv: str = "full") -> int:
         """F16 KV cache bytes for a context of n_ctx tokens; "share" keeps one slot per physical layer (patch
@@ -302,8 +307,6 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         bos_token_id=ids["bos"], eos_token_id=ids["eos"], eot_token_id=ids["eot"],
         eos_token=None if ids["eos"] is None else tokens[ids["eos"]],
         eot_token=None if ids["eot"] is None else tokens[ids["eot"]],
-        kv_bytes_per_token_full=kv_bytes_per_token(_scalars(meta), hp.loops),
-        kv_bytes_per_token_share=kv_bytes_per_token(_scalars(meta), 1),
         sampling=_sampling(meta),
     )
 
@@ -444,10 +447,6 @@ def _type_sizes(tensors: list[TensorInfo]) -> tuple[TensorTypeSize, ...]:
         entry[0] += 1
         entry[1] += t.nbytes
     return tuple(sorted((TensorTypeSize(k, c, b) for k, (c, b) in acc.items()), key=lambda s: -s.nbytes))
-
-
-def _scalars(meta: _Meta) -> dict[str, object]:
-    return {k: f.value for k, f in meta.fields.items() if f.type not in (ValueType.ARRAY, ValueType.STRING)}
 
 
 def _sampling(meta: _Meta) -> dict[str, float]:

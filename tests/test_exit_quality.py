@@ -27,7 +27,7 @@ def measured(tmp_path_factory):
     files = convert_all(ckpt, root)
     # A random model solves nothing; one problem whose answer is its own greedy reply at all loops checks
     # that a solved problem is counted.
-    from runtime.api import load
+    from runtime import load
 
     question = held_out_problems(1)[0].question
     with load(files["f16"], n_ctx=256, n_threads=1, exit_threshold=1.0) as model:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from runtime.memory_plan import (
-    GGML_TYPE_IDS, MemoryPlanError, available_memory, fit_warning, plan_memory, plan_rows,
+    MemoryPlanError, available_memory, fit_warning, plan_memory, plan_rows,
 )
+from runtime.kv import GGML_TYPE_IDS
 from runtime.validate import validate_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
             for q in ("f32", "f16", "q8_0")}
 
 
-# A fresh interpreter loads the model with llama-cpp-python exactly as runtime.api does (one thread count,
+# A fresh interpreter loads the model with llama-cpp-python exactly as runtime.model does (one thread count,
 # KV share as a load-time override) and prints llama.cpp's own buffer sizes and its RSS growth.
 WORKER = r"""
 import json, re, sys
@@ -177,16 +178,15 @@ def test_the_chat_warns_before_loading_a_setting_that_does_not_fit(models, monke
     from rich.console import Console
 
     from ouro_cli import model_options as opt
+    from runtime import Settings
 
     out = io.StringIO()
     monkeypatch.setattr(opt, "available_memory", lambda: 16 << 20)
-    opened = opt.open_model(str(models["q8_0"]), ctx=4096, threads=1, loops=None, exit_threshold=None,
-                            exit_mode=opt.ExitMode["select"], kv=opt.KvMode["full"], console=Console(file=out, width=200))
+    opened = opt.open_model(str(models["q8_0"]), Settings(n_ctx=4096, n_threads=1), Console(file=out, width=200))
     opened.model.close()
     assert "warning:" in out.getvalue() and "16.0 MiB of memory is available" in out.getvalue()
     out.truncate(0)
     monkeypatch.setattr(opt, "available_memory", lambda: 1 << 40)
-    opt.open_model(str(models["q8_0"]), ctx=4096, threads=1, loops=None, exit_threshold=None,
-                   exit_mode=opt.ExitMode["select"], kv=opt.KvMode["share"], console=Console(file=out),
-                   kv_type="q8_0").model.close()
+    opt.open_model(str(models["q8_0"]), Settings(n_ctx=4096, n_threads=1, kv="share", kv_type="q8_0"),
+                   Console(file=out)).model.close()
     assert "warning" not in out.getvalue()

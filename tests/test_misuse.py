@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 pytest.importorskip("llama_cpp")
 
 from ouro_cli.main import app  # noqa: E402
-from runtime.api import load  # noqa: E402
+from runtime import load  # noqa: E402
 from runtime.errors import OuroRuntimeError  # noqa: E402
 
 PROMPTS = ["the the the", "a b c d e f", "hello world, hello", "1 2 3 4 5 6 7"]

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from benchmarks.load_test import run_load, stream_chat  # noqa: E402
-from runtime.api import load  # noqa: E402
+from runtime import load  # noqa: E402
 from runtime.server import OuroServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -254,7 +254,7 @@ def run_greedy_host(model: Path, prompt: Sequence[int], n_predict: int, *, threa
     """What ouro-greedy does, on this machine through llama_cpp (the x86 runtime): the reference run."""
     import llama_cpp
 
-    from runtime.memory_plan import GGML_TYPE_IDS
+    from runtime.kv import GGML_TYPE_IDS
 
     start = time.monotonic()
     cache_type = GGML_TYPE_IDS["q8_0" if phone else "f16"]
