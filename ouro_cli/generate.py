@@ -24,12 +24,13 @@ def generate(
     model: Annotated[str, typer.Argument(help="A GGUF file.")],
     prompt: Annotated[str, typer.Argument(help="The text to continue; - reads it from stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, token counts, speeds, loops.")] = False,
-    temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
-    repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
-    ignore_eos: opt.IgnoreEos = False,
+    # Settings first, then sampling: each group shows in its own help panel.
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
     kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
+    temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
+    repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
+    ignore_eos: opt.IgnoreEos = False,
 ) -> None:
     """Continue a prompt with an Ouro model (one shot, streaming)."""
     out = Console(highlight=False, soft_wrap=True)
