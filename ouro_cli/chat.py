@@ -295,7 +295,7 @@ def run_chat(session: ChatSession) -> None:
 
 @app.command("chat")
 def chat(
-    model: Annotated[Optional[str], typer.Argument(help="A GGUF file; without one, the embedded model.")] = None,
+    model: Annotated[Optional[str], typer.Argument(help=opt.MODEL_HELP + " Without one, the embedded model.")] = None,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")] = None,
     think: Annotated[Optional[bool], typer.Option("--think/--no-think", help="Thinking models: open the <think> block (default: the template's).")] = None,
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
@@ -303,7 +303,7 @@ def chat(
     ignore_eos: opt.IgnoreEos = False,
     ctx: opt.Ctx = opt.DEFAULT_CTX, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = opt.ExitMode["select"],
-    kv: opt.KvOpt = opt.KvMode["full"], phone: opt.Phone = False,
+    kv: opt.KvOpt = opt.KvMode["full"], phone: opt.Phone = False, yes: opt.Yes = False,
 ) -> None:
     """Chat with an Ouro model in the terminal (streaming, multi-turn, /help for commands)."""
     kv_type = "f16"
@@ -316,7 +316,7 @@ def chat(
         params = opt.sampling(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty,
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         opened = opt.open_model(model, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                                exit_mode=exit_mode, kv=kv, console=err, kv_type=kv_type)
+                                exit_mode=exit_mode, kv=kv, console=err, kv_type=kv_type, yes=yes)
         m = opened.model
         m.default_sampling.updated(**params)  # reject bad values now rather than at the first answer
     console.print(f"[bold]ouro chat[/bold] · {escape(opened.label)}")

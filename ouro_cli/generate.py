@@ -21,7 +21,7 @@ from runtime.errors import OuroRuntimeError
 
 @app.command("generate")
 def generate(
-    model: Annotated[str, typer.Argument(help="A GGUF file.")],
+    model: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     prompt: Annotated[str, typer.Argument(help="The text to continue; - reads it from stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, token counts, speeds, loops.")] = False,
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
@@ -29,7 +29,7 @@ def generate(
     ignore_eos: opt.IgnoreEos = False,
     ctx: opt.Ctx = opt.DEFAULT_CTX, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = opt.ExitMode["select"],
-    kv: opt.KvOpt = opt.KvMode["full"],
+    kv: opt.KvOpt = opt.KvMode["full"], yes: opt.Yes = False,
 ) -> None:
     """Continue a prompt with an Ouro model (one shot, streaming)."""
     out = Console(highlight=False, soft_wrap=True)
@@ -41,7 +41,7 @@ def generate(
         params = opt.sampling(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty,
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         m = opt.open_model(model, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                           exit_mode=exit_mode, kv=kv, console=err).model
+                           exit_mode=exit_mode, kv=kv, console=err, yes=yes).model
         with m:
             if as_json:
                 completion = m.generate(text, **params)

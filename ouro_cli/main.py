@@ -15,6 +15,7 @@ import ouro_cli.generate  # noqa: E402,F401  (registers `ouro generate`)
 import ouro_cli.info  # noqa: E402,F401  (registers `ouro info`)
 import ouro_cli.bench  # noqa: E402,F401  (registers `ouro bench`)
 import ouro_cli.serve  # noqa: E402,F401  (registers `ouro serve`)
+import ouro_cli.models_cmd  # noqa: E402,F401  (registers `ouro list` and `ouro rm`)
 
 from ouro_cli.runtime_cmd import runtime_app  # noqa: E402  (registers `ouro runtime ...`)
 import ouro_cli.runtime_phone_cmd  # noqa: E402,F401  (registers `ouro runtime export-source` and `cross-build`)

@@ -11,7 +11,6 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -27,6 +26,9 @@ ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
 KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
 DEFAULT_CTX = 2048
 
+# The MODEL argument of every command that loads one (hub.resolve turns a repo reference into a file).
+MODEL_HELP = ("A GGUF file, or a Hugging Face repo: REPO_ID[@REVISION][:TYPE] (a checkpoint, converted once; "
+              "a GGUF repo's quant) or REPO_ID[@REVISION]/FILE.gguf.")
 _S = "Sampling"
 _R = "Model and loops"
 Temp = Annotated[Optional[float], typer.Option("--temp", help="Temperature (0 = greedy). Default: the file's general.sampling.temp, else 0.8.", rich_help_panel=_S)]
@@ -43,6 +45,7 @@ Loops = Annotated[Optional[int], typer.Option("--loops", help="Loops per token (
 ExitThreshold = Annotated[Optional[float], typer.Option("--exit-threshold", help="Q-exit threshold in [0, 1] (default: the file's; 1 = always the last loop).", rich_help_panel=_R)]
 ExitModeOpt = Annotated[ExitMode, typer.Option("--exit-mode", help="select: run every loop, read the exit loop; skip: stop computing at the exit.", rich_help_panel=_R)]
 KvOpt = Annotated[KvMode, typer.Option("--kv", help="full: one KV slot per loop and layer; share: generated tokens keep only their last loop's.", rich_help_panel=_R)]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Download a large model from the Hugging Face Hub without asking.", rich_help_panel=_R)]
 Phone = Annotated[bool, typer.Option("--phone", help="Small-memory preset: --kv share, a q8_0 KV cache, --ctx 2048, 4 threads (replaces those options).", rich_help_panel=_R)]
 
 
@@ -64,8 +67,9 @@ class OpenedModel:
 
 def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int | None,
                exit_threshold: float | None, exit_mode: ExitMode, kv: KvMode, console: Console,
-               kv_type: str = "f16") -> OpenedModel:
-    """Load MODEL, or with none the embedded model (converted into the cache on first use)."""
+               kv_type: str = "f16", yes: bool = False) -> OpenedModel:
+    """Load MODEL (a file or a Hugging Face reference), or with none the embedded model (converted into the
+    cache on first use)."""
     synthetic = False
     if path is None:
         from runtime.embedded import embedded_model
@@ -73,7 +77,9 @@ def open_model(path: Optional[str], *, ctx: int, threads: int | None, loops: int
         embedded = embedded_model(console)
         file, label, synthetic = embedded.gguf, embedded.label, embedded.synthetic
     else:
-        file, label = Path(path), path
+        from hub.resolve import model_file
+
+        file, label = model_file(path, console, yes)
     summary = validate_gguf(file)
     if summary.head_dim % KV_TYPES[kv_type][1]:  # --phone on a model whose heads a q8_0 block cannot split
         console.print(f"[dim]a {kv_type} KV cache needs heads of a multiple of {KV_TYPES[kv_type][1]} values "

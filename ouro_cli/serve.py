@@ -29,19 +29,19 @@ def _is_loopback(host: str) -> bool:
 
 @app.command("serve")
 def serve(
-    model: Annotated[Optional[str], typer.Argument(help="A GGUF file (default: the embedded model).")] = None,
+    model: Annotated[Optional[str], typer.Argument(help=opt.MODEL_HELP + " Default: the embedded model.")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind. Anything but loopback exposes the model, unauthenticated, to the network.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free port).")] = 8080,
     log: Annotated[bool, typer.Option("--log/--quiet", help="Print one line per request.")] = True,
     ctx: opt.Ctx = opt.DEFAULT_CTX, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = opt.ExitMode["select"],
-    kv: opt.KvOpt = opt.KvMode["full"],
+    kv: opt.KvOpt = opt.KvMode["full"], yes: opt.Yes = False,
 ) -> None:
     """Serve an Ouro model over an OpenAI-compatible HTTP API (chat, completions, streaming)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         opened = opt.open_model(model, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                                exit_mode=exit_mode, kv=kv, console=err)
+                                exit_mode=exit_mode, kv=kv, console=err, yes=yes)
         model_id = opened.model.path.stem
         try:
             server = OuroServer(opened.model, model_id, host, port,
