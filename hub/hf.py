@@ -90,8 +90,10 @@ def hub_errors(ref: HubRef) -> Iterator[None]:
         yield
     except e.OfflineModeIsEnabled:
         raise _Unreachable("HF_HUB_OFFLINE is set") from None
-    except httpx2.TransportError as err:
+    except (httpx2.ConnectError, httpx2.TimeoutException) as err:
         raise _Unreachable(f"cannot reach {endpoint} ({type(err).__name__}: {_first_line(err)})") from None
+    except httpx2.TransportError as err:  # a transfer cut short more often than huggingface_hub retries
+        raise HubError(f"{ref}: download failed: {_first_line(err)}") from None
     except e.GatedRepoError:
         raise HubError(f"{ref.repo_id} is a gated repo: accept its conditions on its Hub page, then set HF_TOKEN "
                        "(or run `hf auth login`)") from None

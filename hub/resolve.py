@@ -90,7 +90,7 @@ def _checkpoint_files(ref: HubRef, listing: hf.RepoListing) -> list[str]:
     from convert.checkpoint import read_json
     from convert.errors import ConvertError
 
-    config_path = hf.download(ref, ["config.json"]) / "config.json"
+    config_path = _fetch(ref, ["config.json"]) / "config.json"
     try:
         OuroHParams.from_config(read_json(config_path, HubError), f"{ref.repo_id}/config.json")
     except ConvertError as e:
@@ -101,6 +101,10 @@ def _checkpoint_files(ref: HubRef, listing: hf.RepoListing) -> list[str]:
 def _download(ref: HubRef, listing: hf.RepoListing, files: list[str], console: Console, yes: bool) -> Path:
     have = _cached(ref, listing)
     confirm_download(ref, {f: listing.sizes[f] for f in files if f not in have}, yes, console)
+    return _fetch(ref, files)
+
+
+def _fetch(ref: HubRef, files: list[str]) -> Path:
     try:
         return hf.download(ref, files)
     except HubError:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.resolve import model_file
 from ouro_cli import model_options as opt
 from ouro_cli.main import app
 from runtime.memory_plan import KV_TYPES, plan_memory, plan_rows
@@ -111,18 +112,19 @@ def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[
 
 @app.command("info")
 def info(
-    file: Annotated[str, typer.Argument(help="An Ouro GGUF file.")],
+    file: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     ctx: Annotated[int, typer.Option("--ctx", "-c", help="Context length for the memory estimate.")] = opt.DEFAULT_CTX,
     kv: Annotated[opt.KvMode, typer.Option("--kv", help="KV policy for the memory plan: full or share.")] = opt.KvMode["full"],
     kv_type: Annotated[str, typer.Option("--kv-type", help=f"KV cache type for the memory plan: {', '.join(KV_TYPES)}.")] = "f16",
+    yes: opt.Yes = False,
 ) -> None:
     """Show an Ouro GGUF's architecture, loops, exit gate, quantization, chat template and memory needs."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         if ctx < 1:
             raise typer.BadParameter("--ctx must be at least 1")
-        summary = validate_gguf(file)
+        summary = validate_gguf(model_file(file, err, yes)[0])
         plan = plan_memory(summary, ctx, kv=kv.value, kv_type=kv_type)  # runtime/memory_plan.py
     if as_json:
         print(json.dumps({**info_dict(summary, ctx), "memory_plan": plan.to_dict()}, ensure_ascii=False, indent=2))
