@@ -24,7 +24,7 @@ OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, t
 
 @app.command("convert")
 def convert(
-    src: Annotated[str, typer.Argument(help="Checkpoint directory, or a Hugging Face repo REPO_ID[@REVISION] (downloaded unless cached).")],
+    src: Annotated[str, typer.Argument(help="Checkpoint directory, or a Hugging Face repo id, optionally @REVISION (downloaded unless cached).")],
     outfile: Annotated[Optional[Path], typer.Option("--outfile", "-o", help="Output file (default: <model-name>-<type>.gguf here).")] = None,
     qtype: Annotated[OutputTypeName, typer.Option("--type", "-t", case_sensitive=False, help="Tensor type of the weight matrices; K-quants need `ouro runtime build`.")] = OutputTypeName["q8_0"],
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file if it exists.")] = False,

@@ -27,8 +27,9 @@ KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
 DEFAULT_CTX = 2048
 
 # The MODEL argument of every command that loads one (hub.resolve turns a repo reference into a file).
-MODEL_HELP = ("A GGUF file, or a Hugging Face repo: REPO_ID[@REVISION][:TYPE] (a checkpoint, converted once; "
-              "a GGUF repo's quant) or REPO_ID[@REVISION]/FILE.gguf.")
+# No square brackets: Typer's help is Rich markup.
+MODEL_HELP = ("A GGUF file, or a Hugging Face repo id, optionally @REVISION, then :TYPE (a checkpoint's type, "
+              "converted once; a GGUF repo's quant) or /FILE.gguf.")
 _S = "Sampling"
 _R = "Model and loops"
 Temp = Annotated[Optional[float], typer.Option("--temp", help="Temperature (0 = greedy). Default: the file's general.sampling.temp, else 0.8.", rich_help_panel=_S)]
