@@ -253,10 +253,10 @@ def test_list_and_rm(env, repos):
 
 def test_chat_converts_once_then_reuses(env, hub):
     pytest.importorskip("llama_cpp")
-    args = ("chat", f"{TINY}:f16", "-t", "1", "-n", "4", "--ignore-eos", "--seed", "1", "-c", "256")
+    args = ("chat", f"{TINY}:q4_k_m", "-t", "1", "-n", "4", "--ignore-eos", "--seed", "1", "-c", "256")
     first = ouro(env, *args, input="hello\n/exit\n")
     assert first.returncode == 0, first.stderr
-    assert "converting" in first.stderr and f"{TINY}:f16" in first.stdout + first.stderr
+    assert "converting" in first.stderr and f"{TINY}:q4_k_m" in first.stdout + first.stderr
     second = ouro(env, *args, input="hello\n/exit\n")
     assert second.returncode == 0, second.stderr
     assert "converting" not in second.stderr and "downloading" not in second.stderr
