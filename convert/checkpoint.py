@@ -19,6 +19,8 @@ from convert.safetensors_reader import SafetensorsFile
 from convert.tensor_map import TensorSpec, expected_tensors
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+# Every file a conversion reads: the last two are optional (convert.tokenizer: the chat template).
+SOURCE_FILES = (*REQUIRED_FILES, "tokenizer_config.json", "chat_template.jinja")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHOWN = 5  # names listed in a missing/extra error before "and N more"
 
@@ -69,7 +71,7 @@ def _from_hf_cache(repo_id: str) -> Path:
     if not snapshots.is_dir():
         raise CheckpointError(
             f"{repo_id!r} is neither a directory nor in the local Hugging Face cache ({cache}); "
-            f"download it first (no network is used here)"
+            f"to download it, install the hub extra: pip install 'ouro-gguf[hub]'"
         )
     ref = repo_dir / "refs" / "main"
     if ref.is_file():

@@ -294,7 +294,7 @@ def run_chat(session: ChatSession) -> None:
 
 @app.command("chat")
 def chat(
-    model: Annotated[Optional[str], typer.Argument(help="A GGUF file; without one, the embedded model.")] = None,
+    model: Annotated[Optional[str], typer.Argument(help=opt.MODEL_HELP + " Without one, the embedded model.")] = None,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")] = None,
     think: Annotated[Optional[bool], typer.Option("--think/--no-think", help="Thinking models: open the <think> block (default: the template's).")] = None,
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
@@ -302,7 +302,7 @@ def chat(
     ignore_eos: opt.IgnoreEos = False,
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
-    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
 ) -> None:
     """Chat with an Ouro model in the terminal (streaming, multi-turn, /help for commands)."""
     console = Console(highlight=False, soft_wrap=True)
@@ -312,7 +312,7 @@ def chat(
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
                                 exit_mode=exit_mode, kv=kv, kv_type=kv_type)
-        opened = opt.open_model(model, settings, err)
+        opened = opt.open_model(model, settings, err, yes=yes)
         m = opened.model
         m.default_sampling.updated(**params)  # reject bad values now rather than at the first answer
     console.print(f"[bold]ouro chat[/bold] · {escape(opened.label)}")

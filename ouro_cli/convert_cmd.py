@@ -14,6 +14,7 @@ from rich.markup import escape
 from convert.convert import convert_checkpoint
 from convert.errors import ConvertError
 from convert.plan import OUTPUT_TYPES
+from hub.resolve import checkpoint_source
 
 app = typer.Typer()
 
@@ -22,14 +23,15 @@ OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, t
 
 @app.command("convert")
 def convert(
-    src: Annotated[str, typer.Argument(help="Checkpoint directory, or a Hugging Face repo id already in the local cache.")],
+    src: Annotated[str, typer.Argument(help="Checkpoint directory, or a Hugging Face repo id, optionally @REVISION (downloaded unless cached).")],
     outfile: Annotated[Optional[Path], typer.Option("--outfile", "-o", help="Output file (default: <model-name>-<type>.gguf here).")] = None,
     qtype: Annotated[OutputTypeName, typer.Option("--type", "-t", case_sensitive=False, help="Tensor type of the weight matrices; K-quants need `ouro runtime build`.")] = OutputTypeName["q8_0"],
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file if it exists.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Download a large checkpoint without asking.")] = False,
 ) -> None:
     """Convert an Ouro checkpoint to GGUF (loops, exit gate and tokenizer included)."""
     try:
-        convert_checkpoint(src, outfile, qtype.value, force)
+        convert_checkpoint(checkpoint_source(src, Console(stderr=True), yes), outfile, qtype.value, force)
     except ConvertError as e:
         # One line, no traceback: bad input is the user's to fix, and the message says how.
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {escape(str(e))}")

@@ -11,14 +11,13 @@ Until the trained checkpoint is committed, a random-weight checkpoint from model
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from hub.store import convert_once, models_dir
 from runtime.cache import cache_dir
 from runtime.errors import OuroRuntimeError
 
@@ -72,28 +71,11 @@ def checkpoint_digest(path: Path) -> str:
 
 def embedded_model(console: Console | None = None) -> EmbeddedModel:
     """The embedded model's GGUF, converted now (progress on stderr) unless the cache has it."""
-    root = cache_dir()
+    models = models_dir()
     synthetic = not _is_checkpoint(TRAINED_DIR)
-    checkpoint = _synthetic_checkpoint(root) if synthetic else TRAINED_DIR
+    checkpoint = _synthetic_checkpoint(cache_dir()) if synthetic else TRAINED_DIR
     name = SYNTHETIC_NAME if synthetic else TRAINED_NAME
-    models = root / "models"
-    models.mkdir(parents=True, exist_ok=True)
     gguf = models / f"{name}-{GGUF_TYPE}-{checkpoint_digest(checkpoint)}.gguf"
-    # Two `ouro chat` started at once must not both convert (the second would find the output there).
-    with (models / f".{gguf.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not gguf.is_file():
-            _convert(checkpoint, gguf, console or Console(stderr=True))
+    # hub/store.py converts Hub checkpoints the same way: once, under a lock, removed again on failure.
+    convert_once(checkpoint, gguf, GGUF_TYPE, console or Console(stderr=True), label=f"the embedded model {checkpoint}")
     return EmbeddedModel(name=name, checkpoint=checkpoint, gguf=gguf, synthetic=synthetic)
-
-
-def _convert(checkpoint: Path, gguf: Path, console: Console) -> None:
-    from convert.convert import convert_checkpoint
-    from convert.errors import ConvertError
-
-    console.print(f"converting the embedded model {checkpoint} to {gguf} (first use only)")
-    try:
-        # The converter's progress bar goes to stderr; its summary is not interesting here.
-        convert_checkpoint(checkpoint, gguf, GGUF_TYPE, console=Console(file=io.StringIO()))
-    except ConvertError as e:
-        raise OuroRuntimeError(f"cannot convert the embedded model: {e}") from None

@@ -21,13 +21,13 @@ app = typer.Typer()
 
 @app.command("generate")
 def generate(
-    model: Annotated[str, typer.Argument(help="A GGUF file.")],
+    model: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     prompt: Annotated[str, typer.Argument(help="The text to continue; - reads it from stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, token counts, speeds, loops.")] = False,
     # Settings first, then sampling: each group shows in its own help panel.
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
-    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
     repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
     ignore_eos: opt.IgnoreEos = False,
@@ -43,7 +43,7 @@ def generate(
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
                                 exit_mode=exit_mode, kv=kv, kv_type=kv_type)
-        m = opt.open_model(model, settings, err).model
+        m = opt.open_model(model, settings, err, yes=yes).model
         with m:
             if as_json:
                 completion = m.generate(text, **params)

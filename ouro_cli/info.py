@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.resolve import model_file
 from ouro_cli import model_options as opt
 from runtime.loading import plan_for
 from runtime.memory_plan import plan_rows
@@ -112,9 +113,10 @@ def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[
 
 @app.command("info")
 def info(
-    file: Annotated[str, typer.Argument(help="An Ouro GGUF file.")],
+    file: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     ctx: opt.Ctx = None, kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
+    yes: opt.Yes = False,
 ) -> None:
     """Show an Ouro GGUF's architecture, loops, exit gate, quantization, chat template and memory needs."""
     err = Console(stderr=True, highlight=False)
@@ -122,7 +124,7 @@ def info(
         if ctx is not None and ctx < 1:
             raise typer.BadParameter("--ctx must be at least 1")
         settings = opt.settings(phone=phone, ctx=ctx, kv=kv, kv_type=kv_type)
-        summary = validate_gguf(file)
+        summary = validate_gguf(model_file(file, err, yes)[0])
         plan = plan_for(summary, settings)  # runtime/memory_plan.py
         ctx = settings.n_ctx
     if as_json:

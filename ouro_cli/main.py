@@ -2,7 +2,7 @@
 
 import typer
 
-from ouro_cli import bench, chat, convert_cmd, generate, info, runtime_cmd, serve
+from ouro_cli import bench, chat, convert_cmd, generate, info, models_cmd, runtime_cmd, serve
 
 app = typer.Typer(
     name="ouro",
@@ -10,6 +10,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-for command in (convert_cmd, chat, generate, info, bench, serve):
+for command in (convert_cmd, chat, generate, info, bench, serve, models_cmd):
     app.add_typer(command.app)
 app.add_typer(runtime_cmd.app, name="runtime")

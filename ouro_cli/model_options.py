@@ -2,7 +2,7 @@
 
 Each command declares the options with these annotated types (Typer has no option groups), then turns
 them into one `Settings` with `settings(...)` (the --phone preset, then the flags given) and calls
-`open_model(path, settings, console)`.
+`open_model(path, settings, console, yes=...)` (PATH may be a Hugging Face reference: hub.resolve).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -32,6 +31,10 @@ ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
 KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
 KvType = Enum("KvType", {t: t for t in KV_TYPES}, type=str)
 
+# The MODEL argument of every command that loads one (hub.resolve turns a repo reference into a file).
+# No square brackets: Typer's help is Rich markup.
+MODEL_HELP = ("A GGUF file, or a Hugging Face repo id, optionally @REVISION, then :TYPE (a checkpoint's type, "
+              "converted once; a GGUF repo's quant) or /FILE.gguf.")
 _S = "Sampling"
 _R = "Model and loops"
 Temp = Annotated[Optional[float], typer.Option("--temp", help="Temperature (0 = greedy). Default: the file's general.sampling.temp, else 0.8.", rich_help_panel=_S)]
@@ -49,6 +52,7 @@ ExitThreshold = Annotated[Optional[float], typer.Option("--exit-threshold", help
 ExitModeOpt = Annotated[Optional[ExitMode], typer.Option("--exit-mode", help="select (default): run every loop, read the exit loop; skip: stop computing at the exit.", rich_help_panel=_R)]
 KvOpt = Annotated[Optional[KvMode], typer.Option("--kv", help="full (default): one KV slot per loop and layer; share: generated tokens keep only their last loop's.", rich_help_panel=_R)]
 KvTypeOpt = Annotated[Optional[KvType], typer.Option("--kv-type", help="KV cache element type: f16 (default) or q8_0 (half the memory).", rich_help_panel=_R)]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Download a large model from the Hugging Face Hub without asking.", rich_help_panel=_R)]
 Phone = Annotated[bool, typer.Option("--phone", help="Small-memory preset: --kv share, a q8_0 KV cache, --ctx 2048, 4 threads (replaces those options).", rich_help_panel=_R)]
 
 
@@ -80,8 +84,9 @@ class OpenedModel:
     synthetic: bool     # the embedded random-weight stand-in
 
 
-def open_model(path: Optional[str], settings: Settings, console: Console) -> OpenedModel:
-    """Load MODEL, or with none the embedded model (converted into the cache on first use)."""
+def open_model(path: Optional[str], settings: Settings, console: Console, *, yes: bool = False) -> OpenedModel:
+    """Load MODEL (a file or a Hugging Face reference), or with none the embedded model (converted into the
+    cache on first use); `yes` downloads a large model without asking."""
     synthetic = False
     if path is None:
         from ouro_cli.embedded import embedded_model
@@ -89,7 +94,9 @@ def open_model(path: Optional[str], settings: Settings, console: Console) -> Ope
         embedded = embedded_model(console)
         file, label, synthetic = embedded.gguf, embedded.label, embedded.synthetic
     else:
-        file, label = Path(path), path
+        from hub.resolve import model_file
+
+        file, label = model_file(path, console, yes)
     summary = validate_gguf(file)
     block_values = KV_TYPES[settings.kv_type][1]
     if summary.head_dim % block_values:  # --phone on a model whose heads a q8_0 block cannot split

@@ -30,20 +30,20 @@ def _is_loopback(host: str) -> bool:
 
 @app.command("serve")
 def serve(
-    model: Annotated[Optional[str], typer.Argument(help="A GGUF file (default: the embedded model).")] = None,
+    model: Annotated[Optional[str], typer.Argument(help=opt.MODEL_HELP + " Default: the embedded model.")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind. Anything but loopback exposes the model, unauthenticated, to the network.")] = DEFAULT_HOST,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free port).")] = 8080,
     log: Annotated[bool, typer.Option("--log/--quiet", help="Print one line per request.")] = True,
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
-    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
 ) -> None:
     """Serve an Ouro model over an OpenAI-compatible HTTP API (chat, completions, streaming)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
                                 exit_mode=exit_mode, kv=kv, kv_type=kv_type)
-        opened = opt.open_model(model, settings, err)
+        opened = opt.open_model(model, settings, err, yes=yes)
         model_id = opened.model.path.stem
         try:
             server = OuroServer(opened.model, model_id, host, port,
