@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.cli import measurement_parser
-from benchmarks.gguf_speed import take_turns
-from ouro_cli.bench import PROMPT_WORD
+from benchmarks.measure import PROMPT_WORD, take_turns
 from runtime import control
 from runtime import load
 

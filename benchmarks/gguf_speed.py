@@ -4,75 +4,25 @@
                                     [--rounds 3] [--threads 2]
 
 The suite runs this in a child process so that the child's peak RSS is this file's alone. Speeds come
-from `ouro bench`'s own measurement (ouro_cli.bench.measure_row: a fixed prompt from an empty cache, then greedy
-tokens with end-of-turn disabled). Rather than measuring each loop count back to back as `ouro bench`
-does, the loop counts take turns, one run each per round (set on the running context, no reload): on a
-machine shared with other jobs, load drifts over minutes, and taking turns spreads that drift evenly over
-the loop counts whose ratios the report shows.
+from `ouro bench`'s own measurement (benchmarks.measure). Rather than measuring each loop count back to
+back as `ouro bench` does, the loop counts take turns, one run each per round (set on the running context,
+no reload; benchmarks.measure.take_turns).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.cli import measurement_parser
-from ouro_cli.bench import PROMPT_WORD, BenchRow, measure_row
+from benchmarks.measure import PROMPT_WORD, SpeedRow, take_turns
 from runtime import control
 from runtime import OuroModel, load
 
 CHAT_MESSAGE = "Explain in two sentences why the sky is blue."
-
-
-class MedianRates:
-    """prompt/decode tok/s as the medians of a dataclass's `*_tps_runs` lists."""
-
-    prompt_tps_runs: list[float]
-    decode_tps_runs: list[float]
-
-    @property
-    def prompt_tps(self) -> float:
-        return statistics.median(self.prompt_tps_runs)
-
-    @property
-    def decode_tps(self) -> float:
-        return statistics.median(self.decode_tps_runs)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "prompt_tps": self.prompt_tps, "decode_tps": self.decode_tps}
-
-
-@dataclass
-class SpeedRow(MedianRates):
-    """Medians over the rounds of one configuration (loop count, exit mode, ...)."""
-
-    label: str
-    loops: int
-    prompt_tokens: int
-    gen_tokens: int
-    prompt_tps_runs: list[float]
-    decode_tps_runs: list[float]
-
-
-def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None]]], prompt: str,
-               gen_tokens: int, rounds: int, on_run: Callable[[str], None] = lambda _: None) -> list[SpeedRow]:
-    """Each round runs every configuration once: `configs` maps a label to (loops, a function that puts
-    the context in that configuration)."""
-    runs: dict[str, list[BenchRow]] = {label: [] for label in configs}
-    for _ in range(rounds):
-        for label, (_, apply) in configs.items():
-            apply()
-            runs[label].append(measure_row(model, label, prompt, gen_tokens, 1, lambda: None))
-            on_run(label)
-    return [SpeedRow(label=label, loops=configs[label][0], prompt_tokens=rows[0].prompt_tokens,
-                     gen_tokens=rows[0].gen_tokens, prompt_tps_runs=[r.prompt_tps for r in rows],
-                     decode_tps_runs=[r.decode_tps for r in rows])
-            for label, rows in runs.items()]
 
 
 def loop_rows(model: OuroModel, prompt_tokens: int, gen_tokens: int, rounds: int,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.cli import measurement_parser
-from ouro_cli.bench import PROMPT_WORD
+from benchmarks.measure import PROMPT_WORD
 from runtime import control
 
 SMALL_UBATCH = 32

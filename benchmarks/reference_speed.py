@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.cli import measurement_parser
-from benchmarks.gguf_speed import MedianRates
+from benchmarks.measure import MedianRates
 from runtime.reference import load_checkpoint
 
 

@@ -3,14 +3,14 @@
 For each configuration (select mode at loops 1..T, then skip mode at the file's loops and a few exit
 thresholds, when the runtime has it; at threshold 1 skip mode never exits early, so it is not measured) the model evaluates a fixed prompt from an empty KV cache and then decodes a fixed number of
 tokens greedily with end-of-turn disabled, `--repeats` times; the table shows the medians. Everything goes
-through the Python API (runtime.load), so the numbers are what `ouro chat` and `ouro serve` get.
+through the Python API (benchmarks.measure, which the benchmark suite uses too), so the numbers are what
+`ouro chat` and `ouro serve` get.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 import typer
@@ -18,29 +18,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from benchmarks.measure import PROMPT_WORD, SpeedRow, measure_row
 from ouro_cli import model_options as opt
-from runtime import Completion, OuroModel, Settings, load
+from runtime import Settings, load
 from runtime.errors import OuroRuntimeError
 
 app = typer.Typer()
 
 DEFAULT_SKIP_THRESHOLDS = [0.5, 0.9]
-# Prompt text: one common word repeated gives one token per repeat with a byte-level BPE.
-PROMPT_WORD = " the"
-
-
-@dataclass
-class BenchRow:
-    mode: str  # "select" or "skip"
-    loops: int
-    threshold: float | None  # the skip mode's exit threshold (select rows: None, the read-out does not change speed)
-    prompt_tokens: int
-    gen_tokens: int
-    prompt_tps: float  # median over the runs
-    decode_tps: float
-    mean_loops: float | None
-    prompt_tps_runs: list[float]
-    decode_tps_runs: list[float]
 
 
 @dataclass
@@ -49,35 +34,13 @@ class BenchResult:
     threads: int | None
     n_ctx: int
     repeats: int
-    rows: list[BenchRow]
+    rows: list[SpeedRow]  # label: the mode, "select" or "skip"; threshold: skip mode's (select: None)
     skip_mode: str  # "measured", or "not measured: <why>"
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _measure(model: OuroModel, prompt: str, gen_tokens: int) -> Completion:
-    model.reset()  # from an empty KV cache: the whole prompt is evaluated every run
-    completion = model.generate(prompt, max_tokens=gen_tokens, ignore_eos=True, temperature=0.0)
-    assert isinstance(completion, Completion)
-    return completion
-
-
-def measure_row(model: OuroModel, mode: str, prompt: str, gen_tokens: int, repeats: int, advance,
-                threshold: float | None = None) -> BenchRow:
-    prompt_runs, decode_runs = [], []
-    stats = None
-    for _ in range(repeats):
-        stats = _measure(model, prompt, gen_tokens).stats
-        if stats.prefill_tps is None or stats.decode_tps is None:
-            raise OuroRuntimeError("the run measured no prompt or decode work (is --gen-tokens at least 2?)")
-        prompt_runs.append(stats.prefill_tps)
-        decode_runs.append(stats.decode_tps)
-        advance()
-    assert stats is not None
-    return BenchRow(mode=mode, loops=model.loops, threshold=threshold, prompt_tokens=stats.prefill_tokens, gen_tokens=stats.generated_tokens,
-                    prompt_tps=statistics.median(prompt_runs), decode_tps=statistics.median(decode_runs),
-                    mean_loops=stats.mean_loops, prompt_tps_runs=prompt_runs, decode_tps_runs=decode_runs)
+        rows = [{"mode": r.pop("label"), **r} for r in (row.to_dict() for row in self.rows)]
+        return {"model": self.model, "threads": self.threads, "n_ctx": self.n_ctx, "repeats": self.repeats,
+                "rows": rows, "skip_mode": self.skip_mode}
 
 
 def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int = 64, gen_tokens: int = 32,
@@ -91,7 +54,7 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
     n_ctx = prompt_tokens + gen_tokens + 16
     with load(path, settings, n_ctx=n_ctx, loops=1) as model:
         loop_counts = loops or list(range(1, model.file_loops + 1))
-        rows: list[BenchRow] = []
+        rows: list[SpeedRow] = []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=(len(loop_counts) + len(skip_thresholds)) * repeats)
             advance = lambda: progress.advance(task)  # noqa: E731
@@ -120,9 +83,9 @@ def render(console: Console, result: BenchResult) -> None:
     table = Table(title=f"ouro bench {result.model}", title_justify="left")
     for name in ("mode", "loops", "exit at", "prompt tok/s", "decode tok/s", "decode vs 1 loop", "mean loops/token"):
         table.add_column(name, justify="left" if name == "mode" else "right")
-    base = next((r.decode_tps for r in result.rows if r.mode == "select" and r.loops == 1), None)
+    base = next((r.decode_tps for r in result.rows if r.label == "select" and r.loops == 1), None)
     for r in result.rows:
-        table.add_row(r.mode, str(r.loops), "last loop" if r.threshold is None else f"CDF ≥ {r.threshold:g}",
+        table.add_row(r.label, str(r.loops), "last loop" if r.threshold is None else f"CDF ≥ {r.threshold:g}",
                       f"{r.prompt_tps:,.1f}", f"{r.decode_tps:,.1f}",
                       f"{r.decode_tps / base:.2f}×" if base else "–",
                       f"{r.mean_loops:.2f}" if r.mean_loops is not None else "–")
