@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shlex
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks.markdown import FIGURES, Markers, pyplot, save_figure, table, write_section
 from convert.convert import convert_checkpoint
 from convert.errors import ConvertError
 from models.data import HELD_OUT_SEED, Problem, held_out_problems
@@ -49,7 +49,7 @@ from runtime.errors import OuroRuntimeError
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "models" / "ouro-tiny-arith"
 DEFAULT_OUTPUT = ROOT / "BENCHMARKS.md"
-FIGURE = Path("benchmarks") / "figures" / "exit_quality.png"  # relative to BENCHMARKS.md's directory
+FIGURE = FIGURES / "exit_quality.png"  # relative to BENCHMARKS.md's directory
 
 QTYPES: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
 THRESHOLDS: tuple[float, ...] = (1.0, 0.9, 0.7, 0.5)
@@ -61,10 +61,7 @@ N_PROBLEMS = 100
 # (all-loops) KV allocation of the full policy trivial.
 N_CTX = 256
 
-BEGIN = "<!-- benchmarks:exit-quality:begin (python -m benchmarks.exit_quality rewrites this part) -->"
-END = "<!-- benchmarks:exit-quality:end -->"
-_BEGIN_PREFIX = "<!-- benchmarks:exit-quality:begin"
-SUITE_END = "<!-- benchmarks:suite:end -->"
+MARKERS = Markers("exit-quality", "python -m benchmarks.exit_quality")
 ANCHOR_HEADING = "Early exit"  # the section this one follows when the markers are not there yet
 
 
@@ -153,25 +150,21 @@ def markdown_table(m: Measurement) -> str:
     """One line per setting. 'vs all loops': accuracy minus that of the same file in select mode at 1.0.
     'compute saved': the share of loop computations skip mode did not run (select mode runs them all)."""
     baseline = {r.qtype: r.accuracy for r in m.rows if r.setting == "select" and r.threshold == 1.0}
-    lines = ["| weights | mode | threshold | accuracy | vs all loops | mean loops / token | compute saved |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = []
     for r in m.rows:
         delta = f"{100 * (r.accuracy - baseline[r.qtype]):+.1f} pts" if r.qtype in baseline else ""
         saved = "0%" if r.setting == "select" or r.mean_loops is None else f"{1 - r.mean_loops / m.loops:.0%}"
-        lines.append(f"| {r.qtype.upper()} | {r.setting} | {r.threshold:g} | {r.accuracy:.3f} | {delta} | "
-                     f"{_loops(r.mean_loops)} | {saved} |")
-    return "\n".join(lines)
+        rows.append([r.qtype.upper(), r.setting, f"{r.threshold:g}", f"{r.accuracy:.3f}", delta,
+                     _loops(r.mean_loops), saved])
+    return "\n".join(table(["weights", "mode", "threshold", "accuracy", "vs all loops", "mean loops / token",
+                            "compute saved"], rows, right_from=2))
 
 
 def make_plot(m: Measurement, path: Path, command: str) -> bool:
     """Accuracy against mean loops, one panel per weight type, one marker per setting and threshold.
-    False (no figure) when matplotlib is missing: the table is the result."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no display
-        import matplotlib.pyplot as plt
-    except ImportError:
+    False (no figure) when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return False
     qtypes = list(dict.fromkeys(r.qtype for r in m.rows))
     markers = {"select": ("o", 9), "skip": ("s", 6), "share+skip": ("^", 5)}  # sizes: coinciding points stay visible
@@ -194,11 +187,7 @@ def make_plot(m: Measurement, path: Path, command: str) -> bool:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(f"Early exit: accuracy vs loops (labels: exit threshold q, skip mode)\n{command}", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, path.parent)
     return True
 
 
@@ -226,38 +215,13 @@ in select mode it is the loop read out, in the skip modes the loops computed. Te
 {figure_md}"""
 
 
-def insert_section(document: str, section: str) -> str:
-    """`document` with the text between this module's markers replaced. Markers absent: the block goes
-    after the early-exit section (which ends at the next heading of its level or above, or at the end of
-    the suite's generated part when it lies inside it), or at the end when there is no such section."""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if _BEGIN_PREFIX in document and END in document:
-        head, rest = document.split(_BEGIN_PREFIX, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
-    lines = document.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("#") and ANCHOR_HEADING in line), None)
-    if start is None:
-        return (document.rstrip() or "# Benchmarks") + "\n\n" + block + "\n"
-    level = len(lines[start]) - len(lines[start].lstrip("#"))
-    for i in range(start + 1, len(lines)):
-        line = lines[i]
-        if line.strip() == SUITE_END:
-            return "\n".join(lines[:i + 1] + ["", block, ""] + lines[i + 1:]) + "\n"
-        if line.startswith("#") and len(line) - len(line.lstrip("#")) <= level:
-            return "\n".join(lines[:i] + [block, ""] + lines[i:]) + "\n"
-    return document.rstrip() + "\n\n" + block + "\n"
-
-
 def write_report(m: Measurement, command: str, output: Path, checkpoint_name: str) -> Path | None:
     """The figure next to `output` and the section inside it; returns the figure's path (None: no matplotlib)."""
     figure = output.parent / FIGURE
     drawn = make_plot(m, figure, command)
-    old = output.read_text() if output.is_file() else ""
-    new = insert_section(old, render_section(m, command, checkpoint_name, str(FIGURE) if drawn else None))
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, output)
+    # Markers absent: after the early-exit section, whose speeds this section's accuracies go with.
+    write_section(output, render_section(m, command, checkpoint_name, str(FIGURE) if drawn else None), MARKERS,
+                  after_heading=ANCHOR_HEADING)
     return figure if drawn else None
 
 

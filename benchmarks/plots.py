@@ -7,20 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.markdown import pyplot, save_figure
 from benchmarks.report import swept
 
 
 def make_plots(data: dict, outdir: Path, relative_to: Path, command: str = "python -m benchmarks") -> dict[str, str]:
     """Draw what the results allow; returns {figure name: path relative to `relative_to`}.
-    No figures (an empty dict) when matplotlib is missing: the tables are the results."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no display
-        import matplotlib.pyplot as plt
-    except ImportError:
+    No figures (an empty dict) when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return {}
-    outdir.mkdir(parents=True, exist_ok=True)
     made = {}
     speeds = swept(data)
     if speeds:
@@ -36,8 +32,8 @@ def make_plots(data: dict, outdir: Path, relative_to: Path, command: str = "pyth
         ax.set_title(f"Decode speed vs loops (benchmarks.gguf_speed)\n{command}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        made["loops"] = _save(fig, outdir / "decode_vs_loops.png", relative_to)
-        plt.close(fig)
+        fig.tight_layout()
+        made["loops"] = save_figure(fig, outdir / "decode_vs_loops.png", relative_to)
     exits = {k.removesuffix("/exit"): v for k, v in data.items() if k.endswith("/exit")}
     for name, ex in exits.items():
         rows = {r["label"]: r for r in ex["skip"]}
@@ -57,12 +53,6 @@ def make_plots(data: dict, outdir: Path, relative_to: Path, command: str = "pyth
         ax.set_title(f"Skip-mode early exit, {model} {q.upper()} (benchmarks.exit_speed)\n{command}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        made["skip"] = _save(fig, outdir / "skip_exit.png", relative_to)
-        plt.close(fig)
+        fig.tight_layout()
+        made["skip"] = save_figure(fig, outdir / "skip_exit.png", relative_to)
     return made
-
-
-def _save(fig, path: Path, relative_to: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return str(path.relative_to(relative_to))

@@ -1,20 +1,18 @@
 """BENCHMARKS.md's suite section, rendered from the suite's results (benchmarks.suite.Results.data).
 
-Only the text between BEGIN and END is rewritten; sections other helpers write (conversion, reliability,
+Only the text between its markers is rewritten (benchmarks.markdown); sections other helpers write (conversion, reliability,
 ...) stay as they are. Every table names the command that produced it and the load average around it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.markdown import FIGURES, Markers, table, write_section
 from benchmarks.roofline import WeightBytes, kv_bytes_read, roofline_tps
 
-BEGIN = "<!-- benchmarks:suite:begin (python -m benchmarks rewrites this part) -->"
-END = "<!-- benchmarks:suite:end -->"
-FIGURES = Path("benchmarks") / "figures"  # relative to BENCHMARKS.md's directory
+MARKERS = Markers("suite", "python -m benchmarks")
 
 # Goals (issues 5 and 8).
 REF_DECODE_GOAL = 5.0
@@ -52,15 +50,6 @@ def _threads(data: dict) -> str:
 
 def _met(ok: bool) -> str:
     return "**met**" if ok else "not met"
-
-
-def _row(cells: Sequence[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]], right_from: int = 1) -> list[str]:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
-    return [_row(header), _row(align), *(_row(r) for r in rows)]
 
 
 def bandwidth_gbps(data: dict) -> float:
@@ -158,7 +147,7 @@ def files_section(data: dict, models: Sequence[str], quants: Sequence[str]) -> l
         "loops, F16. Chat: the file's template with its own sampling defaults, 32 tokens (end-of-turn "
         "disabled).",
         "",
-        *_table(["model", "quant", "file size", "conversion", "conversion peak RSS", "load", "peak RSS (run)",
+        *table(["model", "quant", "file size", "conversion", "conversion peak RSS", "load", "peak RSS (run)",
                  "KV/token", "`ouro info`", "chat turn"], rows, right_from=2),
         "",
     ]
@@ -193,7 +182,7 @@ def speed_section(data: dict, models: Sequence[str], quants: Sequence[str], plot
         f"(`benchmarks.roofline`); roofline = {bw:.1f} GB/s (the copy bandwidth with the runs' thread count) / "
         f"bytes per token.",
         "",
-        *_table(["model", "quant", "T", "prompt tok/s", "decode tok/s", "bytes/token", "roofline tok/s",
+        *table(["model", "quant", "T", "prompt tok/s", "decode tok/s", "bytes/token", "roofline tok/s",
                  "decode / roofline", "load avg"], rows, right_from=2),
         "",
     ]
@@ -237,7 +226,7 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
             f"{_gib(ref['peak_rss'])}. Ours: the {ref_model} GGUF at all {data[f'{ref_model}/{quants[0]}/speed']['loops']} "
             f"loops, from the table above. Goals: decode ≥ {REF_DECODE_GOAL:g}×, prompt ≥ {REF_PROMPT_GOAL:g}×.",
             "",
-            *_table(["quant", "prompt tok/s", "vs reference", "goal", "decode tok/s", "vs reference", "goal"], rows),
+            *table(["quant", "prompt tok/s", "vs reference", "goal", "decode tok/s", "vs reference", "goal"], rows),
             "",
         ]
     rows = []
@@ -262,7 +251,7 @@ def comparisons_section(data: dict, quants: Sequence[str], ref_model: str) -> li
             "'4 × one loop + the head' if decode is bandwidth-bound); goal: looping adds ≤ 5%. Decode at T = 4 as a "
             f"share of the roofline; goal ≥ {100 * ROOFLINE_GOAL:.0f}%.",
             "",
-            *_table(["file", "time T=4 / T=1", "bytes T=4 / T=1", "loop overhead", "goal", "decode / roofline",
+            *table(["file", "time T=4 / T=1", "bytes T=4 / T=1", "loop overhead", "goal", "decode / roofline",
                      "goal"], rows),
             "",
         ]
@@ -294,7 +283,7 @@ def kernel_section(data: dict) -> list[str]:
         "that runs as fast in cache as streamed is bound by its arithmetic, not by memory; decode cannot "
         "read its weights at a larger share of the copy bandwidth than its kernels do.",
         "",
-        *_table(["kernel", "used by", "buffer", "streamed GB/s", "in L3 GB/s", "in L3 / streamed",
+        *table(["kernel", "used by", "buffer", "streamed GB/s", "in L3 GB/s", "in L3 / streamed",
                  "streamed / copy bandwidth", "prompt GOPS"], rows, right_from=3),
         "",
     ]
@@ -307,10 +296,10 @@ def tuning_section(data: dict, ref_model: str) -> list[str]:
     rows = tuning["rows"]
     base = rows[0]
     t_max = data.get(f"{ref_model}/{base['file']}/speed", {}).get("loops", 4)
-    table = []
+    body = []
     for r in rows:
         implied = r["prompt_tps"] / t_max  # prompt cost is T× that of one loop
-        table.append([r["file"].upper(), r["n_ubatch"], r["threads"], _tps(r['prompt_tps']),
+        body.append([r["file"].upper(), r["n_ubatch"], r["threads"], _tps(r['prompt_tps']),
                       f"{r['prompt_tps'] / base['prompt_tps']:.2f}×",
                       f"{implied / ref['prompt_tps']:.2f}×" if ref else "–"])
     return [
@@ -319,8 +308,8 @@ def tuning_section(data: dict, ref_model: str) -> list[str]:
         f"every T), each configuration its own context, taking turns, medians of {tuning['rounds']} rounds. "
         f"The last column divides by T = {t_max} and compares with the reference's prompt speed.",
         "",
-        *_table(["weights", "n_ubatch", "threads", "prompt tok/s at 1 loop", "vs first row",
-                 f"implied at T={t_max} vs reference"], table),
+        *table(["weights", "n_ubatch", "threads", "prompt tok/s at 1 loop", "vs first row",
+                 f"implied at T={t_max} vs reference"], body),
         "",
     ]
 
@@ -332,7 +321,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
     rows = {r["label"]: r for r in ex["skip"]}
     select = rows["select"]
     t_max = select["loops"]
-    table = []
+    body = []
     for label, r in rows.items():
         ratio = r["decode_tps"] / select["decode_tps"]
         if label.startswith("skip k="):
@@ -343,7 +332,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
         else:
             goal_text, ok = "", None
         loops_run = r["loops_run_last_decode"]
-        table.append([label, _tps(r['decode_tps']), f"{ratio:.2f}×", goal_text, "" if ok is None else _met(ok),
+        body.append([label, _tps(r['decode_tps']), f"{ratio:.2f}×", goal_text, "" if ok is None else _met(ok),
                       ",".join(map(str, loops_run))])
     kv = ex["kv_bytes_4096"]
     kv_ratio = kv["share"] / kv["full"]
@@ -357,7 +346,7 @@ def exit_section(data: dict, ref_model: str, exit_quant: str, plot: str | None) 
         f"(`runtime.control.set_exit`); goal skip/select ≥ 0.9 · {t_max}/k. Skip q=1.0: skip mode where "
         f"nothing exits; goal ≥ {NO_EXIT_GOAL}. 'loops run' is what the runtime reports for the last decode.",
         "",
-        *_table(["mode", "decode tok/s", "vs select", "goal", "met?", "loops run"], table),
+        *table(["mode", "decode tok/s", "vs select", "goal", "met?", "loops run"], body),
         "",
         f"KV cache at n_ctx 4096 (the context's buffers, `runtime.control.kv_bytes`): full {_gib(kv['full'])}, "
         f"shared {_gib(kv['share'])}: **{kv_ratio:.3f}×** (goal ≤ {KV_SHARE_GOAL}: {_met(kv_ratio <= KV_SHARE_GOAL)}).",
@@ -400,26 +389,10 @@ def render(data: dict, models: Sequence[str], quants: Sequence[str], command: st
     return "\n".join(lines)
 
 
-def replace_section(document: str, section: str) -> str:
-    """`document` with the text between the markers replaced (markers appended when absent)."""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in document and END in document:
-        head, rest = document.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
-    if not document.strip():
-        document = "# Benchmarks\n"
-    return document.rstrip() + "\n\n" + block + "\n"
-
-
 def write_report(data: dict, models: Sequence[str], command: str, output: Path,
                  quants: Sequence[str] = ("q8_0", "q4_k_m")) -> None:
     from benchmarks.plots import make_plots
 
     title = " + ".join(commands_run(data, command))
     plots = make_plots(data, output.parent / FIGURES, output.parent, title) if "machine" in data else {}
-    old = output.read_text() if output.is_file() else ""
-    new = replace_section(old, render(data, models, quants, command, plots))
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, output)
+    write_section(output, render(data, models, quants, command, plots), MARKERS)

@@ -8,11 +8,13 @@ import pytest
 from gguf import GGUFReader
 
 from benchmarks.bandwidth import copy_bandwidth
-from benchmarks.report import BEGIN, END, render, replace_section, write_report
+from benchmarks.markdown import replace_section
+from benchmarks.report import MARKERS, render, write_report
 from benchmarks.roofline import kv_bytes_read, tensor_layout, weight_bytes
 from benchmarks.suite import Results
 
 ROUNDS = 2
+BEGIN, END = MARKERS.begin, MARKERS.end
 
 
 def test_copy_bandwidth_runs_and_median():
@@ -94,12 +96,12 @@ def test_a_resumed_run_adds_its_command(tmp_path):
 
 def test_replace_section_keeps_other_sections():
     doc = "# Benchmarks\n\n## Reliability\n\nkept text\n"
-    once = replace_section(doc, "first")
+    once = replace_section(doc, "first", MARKERS)
     assert once.startswith(doc.rstrip()) and once.count(BEGIN) == once.count(END) == 1
-    twice = replace_section(once + "\n## Later section\n\nalso kept\n", "second")
+    twice = replace_section(once + "\n## Later section\n\nalso kept\n", "second", MARKERS)
     assert "first" not in twice and "second" in twice
     assert "kept text" in twice and "also kept" in twice and twice.count(BEGIN) == 1
-    assert replace_section("", "body").startswith("# Benchmarks")
+    assert replace_section("", "body", MARKERS).startswith("# Benchmarks")
 
 
 # ---- the measuring parts, on a tiny GGUF through the patched runtime ---------------------------------

@@ -8,13 +8,15 @@ import itertools
 import pytest
 from rich.console import Console
 
-from benchmarks.exit_quality import (BEGIN, END, FIGURE, QTYPES, SETTINGS, THRESHOLDS, convert_all, insert_section,
-                                     main, markdown_table, measure, write_report)
+from benchmarks.exit_quality import (ANCHOR_HEADING, FIGURE, MARKERS, QTYPES, SETTINGS, THRESHOLDS, convert_all, main,
+                                     markdown_table, measure, write_report)
+from benchmarks.markdown import replace_section
 from models.data import Problem, held_out_problems
 from models.synthetic import write_checkpoint
 
 pytest.importorskip("llama_cpp")
 
+BEGIN, END = MARKERS.begin, MARKERS.end
 LOOPS = 4
 GATE_BIAS = 3.0  # sigmoid(3) ~ 0.95: the gate's CDF passes 0.9 at the first loop, so skip mode exits early
 N_HELD_OUT = 3
@@ -76,15 +78,15 @@ def test_table_and_report(measured, tmp_path):
     assert once.index("<!-- benchmarks:suite:end -->") < once.index(BEGIN) < once.index(END) < once.index(
         "## Reliability")
     assert "suite text" in once and "kept text" in once and "`python -m benchmarks.exit_quality --problems=4`" in once
-    again = insert_section(once, "replaced body")
+    again = replace_section(once, "replaced body", MARKERS, ANCHOR_HEADING)
     assert again.count(BEGIN) == 1 and "replaced body" in again and "| F16 | select |" not in again
     assert again.replace(f"{BEGIN}\nreplaced body\n{END}", "") == once.replace(once[once.index(BEGIN):
                                                                                     once.index(END) + len(END)], "")
 
 
 def test_section_without_an_early_exit_section_is_appended():
-    assert insert_section("# Benchmarks\n\n## Other\n\ntext\n", "body").endswith(f"text\n\n{BEGIN}\nbody\n{END}\n")
-    assert insert_section("", "body").startswith("# Benchmarks\n\n" + BEGIN)
+    assert replace_section("# Benchmarks\n\n## Other\n\ntext\n", "body", MARKERS, ANCHOR_HEADING).endswith(f"text\n\n{BEGIN}\nbody\n{END}\n")
+    assert replace_section("", "body", MARKERS, ANCHOR_HEADING).startswith("# Benchmarks\n\n" + BEGIN)
 
 
 def test_cli_refuses_a_missing_checkpoint(tmp_path, capsys):
