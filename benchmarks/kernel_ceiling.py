@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -100,8 +101,8 @@ class KernelResult:
 
 
 def cpu_features() -> dict:
-    """The CPU's family/model and which of the SIMD extensions ggml's x86 kernels can use it has."""
-    info: dict = {"family": None, "model": None, "simd": []}
+    """The CPU's name, family/model and which of the SIMD extensions ggml's x86 kernels can use it has."""
+    info: dict = {"name": platform.processor() or "unknown CPU", "family": None, "model": None, "simd": []}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -110,7 +111,7 @@ def cpu_features() -> dict:
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set(fields.get("flags", "").split())
     info.update(family=fields.get("cpu family"), model=fields.get("model"),
-                simd=[f for f in SIMD_FLAGS if f in flags])
+                simd=[f for f in SIMD_FLAGS if f in flags], name=fields.get("model name", info["name"]))
     return info
 
 

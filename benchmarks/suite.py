@@ -40,7 +40,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from benchmarks.bandwidth import machine_bandwidth
-from benchmarks.convert_bench import convert_once, cpu_name, run_child
+from benchmarks.convert_bench import convert_once, run_child
+from benchmarks.kernel_ceiling import cpu_features
 from benchmarks.report import is_runtime_stage, write_report
 from benchmarks.roofline import tensor_layout, weight_bytes
 from toolchain.status import runtime_status
@@ -141,7 +142,7 @@ def ouro_info(gguf: Path) -> dict:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_features()["name"], "cores": os.cpu_count(), "python": platform.python_version(),
             "bandwidth": [b.to_dict() for b in machine_bandwidth()]}
 
 
@@ -236,10 +237,10 @@ def read_through(path: Path) -> None:
 
 
 def _convert(ckpt: Path, qtype: str, outdir: Path) -> dict:
-    run = convert_once(ckpt, qtype, outdir, keep=True)
-    if run.error:
-        raise SuiteError(f"converting {ckpt} to {qtype} failed: {run.error}")
-    return {"seconds": run.seconds, "peak_rss": run.peak_rss, "file_bytes": run.out_bytes}
+    try:
+        return asdict(convert_once(ckpt, qtype, outdir))
+    except RuntimeError as e:
+        raise SuiteError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
