@@ -270,12 +270,10 @@ def main(argv: list[str] | None = None) -> None:
                       settings={k: v for k, v in asdict(work).items() if k != "rounds"},
                       runtime=runtime_status().installed_key)
     models = QUICK_MODELS if args.quick else MODELS
-    flags = {"rounds": work.rounds, "prompt-tokens": work.prompt_tokens, "gen-tokens": work.gen_tokens,
-             "context": work.context, "threads": work.threads}
-    defaults = {"rounds": default.rounds, "prompt-tokens": default.prompt_tokens, "gen-tokens": default.gen_tokens,
-                "context": default.context, "threads": default.threads}
+    # The sizes given, as flags (the Workload fields without a flag always keep their defaults).
     command = "nice -n 10 python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
-        f" --{flag} {value}" for flag, value in flags.items() if value != defaults[flag])
+        f" --{name.replace('_', '-')} {value}" for name, value in asdict(work).items()
+        if value != getattr(default, name))
     results.invoked(command)
     try:
         with Progress(console=console) as progress:
