@@ -18,6 +18,7 @@ llama-perplexity, llama-quantize) from the same patched tree into `<cache>/tools
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
