@@ -10,7 +10,7 @@ scripts/sanitize.sh (ASan + UBSan) sees them, and check results that stay exact 
   llama.cpp's own non-flash path;
 - the threaded paths repeated: the same thread count must give the same bits every time (a race changes
   them now and then), and other thread counts the same numbers up to summation order.
-  OURO_STRESS_REPEAT raises the repetitions for a stress run (scripts/sanitize.sh's stress step).
+  OURO_STRESS_REPEAT raises the repetitions for a stress run (README, "Sanitizers").
 """
 
 from __future__ import annotations

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The patched llama.cpp under AddressSanitizer + UndefinedBehaviorSanitizer (issue 20):
+#   scripts/sanitize.sh [pytest arguments]
+# builds the sanitized libllama/ggml (`ouro runtime build --sanitize`, cached by its own key, never installed)
+# and runs the tests that drive our C++ paths against them, stopping at the first report. Without arguments:
+# the runtime parity, exit-control, statistics, kernel and patched-path tests, and the GGUF fuzz run (1,148
+# mutated files through the load path). PYTHON picks the interpreter (default .venv/bin/python).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+cd "$ROOT"
+
+LIB="$("$PY" -m ouro_cli runtime build --sanitize)"
+TESTS=(tests/test_runtime_parity.py tests/test_exit_control.py tests/test_cpu_kernels.py
+       tests/test_patched_paths.py tests/test_fuzz_gguf.py)
+[ "$#" -gt 0 ] && TESTS=("$@")
+
+# Python is not instrumented, so the sanitizer runtimes must be loaded before anything else: preloaded.
+# halt_on_error/abort_on_error: the first report kills the process (pytest or a fuzz worker), so nothing passes
+# with a report in its log. allocator_may_return_null: a fuzzed file asking for an absurd buffer gets the
+# normal build's std::bad_alloc (which the loader turns into an error) instead of an ASan abort.
+# Leak checking stays on with scripts/lsan.supp silencing what the interpreter and its extension modules
+# keep until exit, so that a leak reported has a llama.cpp frame in it.
+PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+exec env LLAMA_CPP_LIB_PATH="$LIB" LD_LIBRARY_PATH="$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    LD_PRELOAD="$PRELOAD" \
+    ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:detect_leaks=1:print_suppressions=0" \
+    LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp:print_suppressions=0" \
+    UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1" \
+    "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
