@@ -23,9 +23,14 @@ if [ "$#" -gt 0 ] && [ "${1#-}" = "$1" ]; then TESTS=("$@"); else TESTS+=("$@");
 # Leak checking is off: at exit CPython and its extension modules (torch, numpy, pydantic, matplotlib,
 # libcrypto) leave thousands of allocations that LeakSanitizer reports, and a suppression matches any frame of
 # a stack, so silencing them by libpython would also silence llama.cpp's leaks, which are called from it.
+# llama-cpp-python sends stderr to /dev/null while a model loads quietly (verbose=False), which would swallow a
+# report: reports go to files, one per process, in REPORTS (emptied first).
+REPORTS="$(dirname "$LIB")/reports"
+rm -rf "$REPORTS" && mkdir -p "$REPORTS"
+echo "sanitizer reports, if any: $REPORTS" >&2
 PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 exec env LLAMA_CPP_LIB_PATH="$LIB" LD_LIBRARY_PATH="$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     LD_PRELOAD="$PRELOAD" \
-    ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:detect_leaks=0" \
-    UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1" \
+    ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:detect_leaks=0:log_path=$REPORTS/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:log_path=$REPORTS/ubsan" \
     "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
