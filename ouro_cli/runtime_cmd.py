@@ -17,6 +17,7 @@ from toolchain import cross
 from toolchain.devtree import make_devtree
 from toolchain.errors import BuildError
 from toolchain.export_source import SCRIPTS_DIR, export_source
+from toolchain.sanitize import build_sanitized, current_sanitized
 from toolchain.status import print_status, runtime_status
 from toolchain.wheel import build_runtime
 
@@ -48,8 +49,13 @@ def build(
     native: Annotated[bool, typer.Option("--native", help="Tune for this CPU (GGML_NATIVE) instead of the portable AVX2 set; the wheel may not run on older CPUs.")] = False,
     tools: Annotated[bool, typer.Option("--tools", help="Also build llama-cli, llama-server, llama-bench, llama-perplexity and llama-quantize.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild from a clean build directory and reinstall.")] = False,
+    sanitize: Annotated[bool, typer.Option("--sanitize", help="Instead: build libllama and ggml with ASan + UBSan into the cache (never installed) and print their directory; scripts/sanitize.sh runs the tests against it.")] = False,
 ) -> None:
     """Build (incrementally, cached) and install the runtime for the current patches/."""
+    if sanitize:
+        _sanitized(force)
+        return
+
     def work(console: Console) -> list[str]:
         result = build_runtime(native=native, tools=tools, force=force, console=console)
         return [f"runtime ready in {result.seconds:.1f} s (key {result.key[:12]})",
@@ -58,9 +64,30 @@ def build(
     _run(work)
 
 
+def _sanitized(force: bool) -> None:
+    """The sanitized build; its library directory alone goes to stdout, for scripts (LLAMA_CPP_LIB_PATH)."""
+    built: list = []
+
+    def work(console: Console) -> list[str]:
+        built.append(build_sanitized(force=force, console=console))
+        return [f"sanitized libraries ready in {built[0].seconds:.1f} s (key {built[0].key[:12]})"]
+
+    _run(work)
+    print(built[0].lib_dir)
+
+
 @app.command()
-def status() -> None:
+def status(
+    sanitize: Annotated[bool, typer.Option("--sanitize", help="Print the sanitized build's library directory for the current patches/ (exit 1 if it is not built).")] = False,
+) -> None:
     """Tell whether the installed runtime matches patches/ (exit 1 when it does not)."""
+    if sanitize:
+        lib_dir = current_sanitized()
+        if lib_dir is None:
+            Console(stderr=True).print("no sanitized build for the current patches/: run `ouro runtime build --sanitize`")
+            raise typer.Exit(1)
+        print(lib_dir)
+        raise typer.Exit(0)
     current = runtime_status()
     print_status(current, Console(soft_wrap=True))
     raise typer.Exit(0 if current.ok else 1)

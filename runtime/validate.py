@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType as Q
+from gguf import LlamaFileType
 
 from runtime.errors import OuroRuntimeError
 from runtime.gguf_header import Field, GGUFFormatError, GGUFHeader, TensorInfo, ValueType, read_header
@@ -49,6 +50,7 @@ _SPECIAL_TOKEN_KEYS = {
     "fim_mid": "fim_mid", "fim_pad": "fim_pad", "fim_rep": "fim_rep", "fim_sep": "fim_sep",
     "prefix": "prefix", "suffix": "suffix", "middle": "middle",
 }  # our name -> llama.cpp's tokenizer.ggml.<name>_token_id (sic "seperator")
+_FILE_TYPES = frozenset(int(t) for t in LlamaFileType)
 _UINT32_KEYS = ("general.file_type", "general.quantization_version", "tokenizer.ggml.token_type_count")
 _BOOL_KEYS = tuple(f"tokenizer.ggml.{k}" for k in (
     "add_bos_token", "add_eos_token", "add_sep_token", "add_space_prefix", "remove_extra_whitespaces",
@@ -243,6 +245,11 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         raise GGUFValidationError(f"unknown Ouro metadata {', '.join(unknown[:3])} (this runtime would ignore or misread it)")
     for key in _UINT32_KEYS:
         meta.uint(key, required=False)
+    # llama.cpp loads general.file_type straight into its llama_ftype enum: any other value is undefined
+    # behaviour there (UBSan reports it in the sanitized build, scripts/sanitize.sh).
+    file_type = meta.uint("general.file_type", required=False)
+    if file_type is not None and file_type not in _FILE_TYPES:
+        raise GGUFValidationError(f"general.file_type = {file_type} is not a llama.cpp file type")
     for key in _BOOL_KEYS:
         meta.boolean(key, False)
     hp = _hparams(meta)

@@ -255,3 +255,31 @@ def test_cli_status_exits_non_zero_when_not_installed(monkeypatch: pytest.Monkey
     result = CliRunner().invoke(runtime_app, ["status"])
     assert result.exit_code == 1
     assert build_status.MISSING in result.output and "ouro runtime build" in result.output
+
+
+# ------------------------------------------------------------------------------------------ sanitized build
+
+def test_sanitized_build_has_its_own_key_and_directory(patches: Path) -> None:
+    files = inputs.patch_files(patches)
+    assert inputs.cache_key(files, inputs.SANITIZE_FLAGS) != inputs.cache_key(files, inputs.PORTABLE_FLAGS)
+    assert inputs.flags_id(inputs.SANITIZE_FLAGS) != inputs.flags_id(inputs.PORTABLE_FLAGS)
+    for option in ("LLAMA_SANITIZE_ADDRESS", "LLAMA_SANITIZE_UNDEFINED", "GGML_SANITIZE_ADDRESS",
+                   "GGML_SANITIZE_UNDEFINED"):
+        assert f"-D{option}=ON" in inputs.SANITIZE_FLAGS
+        assert not any(option in flag for flag in (*inputs.PORTABLE_FLAGS, *inputs.NATIVE_FLAGS))
+
+
+def test_cli_status_sanitize_prints_the_library_directory_once_built(tmp_path: Path, patches: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ouro_cli import runtime_cmd
+    from toolchain import sanitize
+
+    monkeypatch.setattr(sanitize, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(runtime_cmd, "current_sanitized", lambda: sanitize.current_sanitized(patches))
+    assert CliRunner().invoke(runtime_cmd.app, ["status", "--sanitize"]).exit_code == 1
+    lib_dir = sanitize.sanitized_lib_dir(tmp_path, inputs.cache_key(inputs.patch_files(patches),
+                                                                    inputs.SANITIZE_FLAGS))
+    lib_dir.mkdir(parents=True)
+    (lib_dir / "libllama.so").write_bytes(b"")
+    result = CliRunner().invoke(runtime_cmd.app, ["status", "--sanitize"])
+    assert result.exit_code == 0 and result.stdout.strip() == str(lib_dir)

@@ -29,6 +29,24 @@ PORTABLE_FLAGS = (
     "-DGGML_BMI2=ON", "-DLLAVA_BUILD=OFF",
 )
 NATIVE_FLAGS = ("-DGGML_NATIVE=ON", "-DLLAVA_BUILD=OFF")
+# `ouro runtime build --sanitize`: the portable set with AddressSanitizer and UndefinedBehaviorSanitizer in
+# both llama (LLAMA_SANITIZE_*, cmake/common.cmake) and ggml (GGML_SANITIZE_*, ggml/src/CMakeLists.txt),
+# frame pointers and debug info everywhere so that a report's stack names our patched lines. Being part of the
+# flags, they are part of the cache key: a sanitized build never shares a key (or a build directory) with the
+# normal runtime.
+SANITIZE_FLAGS = (
+    *PORTABLE_FLAGS, "-DLLAMA_SANITIZE_ADDRESS=ON", "-DLLAMA_SANITIZE_UNDEFINED=ON",
+    "-DGGML_SANITIZE_ADDRESS=ON", "-DGGML_SANITIZE_UNDEFINED=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+    "-DCMAKE_C_FLAGS=-fno-omit-frame-pointer", "-DCMAKE_CXX_FLAGS=-fno-omit-frame-pointer",
+)
+# The sanitized build makes only the shared libraries llama_cpp loads (libllama and the ggml ones), with plain
+# CMake: the tests point llama-cpp-python at them (LLAMA_CPP_LIB_PATH) instead of installing a second wheel.
+# Their RUNPATH is $ORIGIN, so a copied libllama loads the ggml libraries beside it, not the build directory's.
+SANITIZE_CMAKE_ARGS = (
+    "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
+    "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF",
+)
 TOOLS = ("llama-cli", "llama-server", "llama-bench", "llama-perplexity", "llama-quantize")
 # Standalone build of the programs: static libraries so the binaries can be copied anywhere; no web UI
 # download (the build would fetch it from a hub), no HTTPS, no tests or examples.

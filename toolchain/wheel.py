@@ -18,6 +18,7 @@ llama-perplexity, llama-quantize) from the same patched tree into `<cache>/tools
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -114,7 +115,7 @@ def compile_wheel(source: Path, python: Path, flags: Sequence[str], cache: Path,
         shutil.rmtree(build_dir)
     _backend_requirements(python, source, log)
     reporter.step("compiling llama.cpp")
-    with _staged_dir(cache / "wheels" / key) as out:
+    with staged_dir(cache / "wheels" / key) as out:
         cmd = [str(python), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
                "-w", str(out), "-C", f"build-dir={build_dir}", str(source)]
         run_logged(cmd, log, what="building the llama-cpp-python wheel", env=build_env(flags, cache),
@@ -127,7 +128,7 @@ def compile_wheel(source: Path, python: Path, flags: Sequence[str], cache: Path,
 
 
 @contextlib.contextmanager
-def _staged_dir(final: Path) -> Iterator[Path]:
+def staged_dir(final: Path) -> Iterator[Path]:
     """A scratch directory beside `final` that replaces `final` only when the block succeeds, so the cache
     never holds a half-written wheel or tools directory."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -154,22 +155,26 @@ def compile_tools(source: Path, flags: Sequence[str], cache: Path, key: str, log
     if clean and build_dir.exists():
         shutil.rmtree(build_dir)
     env = build_env(flags, cache)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") and not (build_dir / "Makefile").exists() else []
     reporter.step("configuring the llama.cpp tools")
-    run_logged(["cmake", "-S", str(source / VENDOR), "-B", str(build_dir), *generator, *TOOLS_CMAKE_ARGS,
+    run_logged(["cmake", "-S", str(source / VENDOR), "-B", str(build_dir), *cmake_generator(build_dir), *TOOLS_CMAKE_ARGS,
                  *flags], log, what="configuring the tools build", env=env)
     reporter.step("compiling the llama.cpp tools")
     jobs = env.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 1)
     run_logged(["cmake", "--build", str(build_dir), "--parallel", jobs, "--target", *TOOLS], log,
                 what="compiling the tools", env=env, on_line=reporter.build_line)
     final = cache / "tools" / key / "bin"
-    with _staged_dir(final) as out:
+    with staged_dir(final) as out:
         for tool in TOOLS:
             built = build_dir / "bin" / tool
             if not built.is_file():
                 raise CompileError(f"the tools build produced no {tool}; full log: {log}")
             shutil.copy2(built, out / tool)
     return final
+
+
+def cmake_generator(build_dir: Path) -> list[str]:
+    """Ninja when it is installed; an existing build directory keeps its generator (CMake refuses to switch)."""
+    return ["-G", "Ninja"] if shutil.which("ninja") and not (build_dir / "Makefile").exists() else []
 
 
 def install_wheel(wheel: Path, log: Path, reporter: Reporter) -> Path:
