@@ -27,7 +27,6 @@ section) and a figure, benchmarks/figures/exit_quality.png.
 from __future__ import annotations
 
 import argparse
-import io
 import shlex
 import sys
 import tempfile
@@ -39,10 +38,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks.markdown import FIGURES, Markers, pyplot, save_figure, table, write_section
-from convert.convert import convert_checkpoint
 from convert.errors import ConvertError
 from models.data import HELD_OUT_SEED, Problem, held_out_problems
-from models.evaluate import MAX_NEW_TOKENS
+from models.evaluate import MAX_NEW_TOKENS, convert_all
 from runtime import OuroModel, load
 from runtime.errors import OuroRuntimeError
 
@@ -92,13 +90,6 @@ class Measurement:
     loops: int  # T, the file's ouro.num_loops
     weights: dict[str, str]  # qtype -> the ggml tensor types the file actually holds (K-quant fallbacks)
     problems: int
-
-
-def convert_all(checkpoint: Path, outdir: Path, qtypes: Sequence[str] = QTYPES) -> dict[str, Path]:
-    """One GGUF per type in `outdir`; the converter's summary is kept off stdout (progress stays on stderr)."""
-    quiet = Console(file=io.StringIO())
-    return {q: convert_checkpoint(checkpoint, outdir / f"{checkpoint.name}-{q}.gguf", q, force=True, console=quiet)
-            for q in qtypes}
 
 
 def score_threshold(model: OuroModel, problems: Sequence[Problem], qtype: str, setting: str, threshold: float,
@@ -243,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ([f"--checkpoint={args.checkpoint}"] if args.checkpoint != DEFAULT_CHECKPOINT else []))
     try:
         with tempfile.TemporaryDirectory(prefix="exit-quality-") as tmp:
-            files = convert_all(args.checkpoint, Path(tmp))
+            files = convert_all(args.checkpoint, Path(tmp), QTYPES)
             m = measure(files, held_out_problems(args.problems), threads=args.threads)
     except (ConvertError, OuroRuntimeError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}", highlight=False)

@@ -26,7 +26,7 @@ N_HELD_OUT = 3
 def measured(tmp_path_factory):
     root = tmp_path_factory.mktemp("exit-quality")
     ckpt = write_checkpoint(root / "ckpt", "tiny", loops=LOOPS, gate_bias=GATE_BIAS)
-    files = convert_all(ckpt, root)
+    files = convert_all(ckpt, root, QTYPES)
     # A random model solves nothing; one problem whose answer is its own greedy reply at all loops checks
     # that a solved problem is counted.
     from runtime import load
