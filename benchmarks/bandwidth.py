@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
+
+from benchmarks.kernel_ceiling import cpu_features
 
 
 @dataclass
@@ -31,8 +34,15 @@ class Bandwidth:
     def gbps(self) -> float:
         return statistics.median(self.runs_gbps)
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "gbps": self.gbps}
+
+@dataclass
+class Machine:
+    """The suite's first stage: what every speed it measures ran on."""
+
+    cpu: str
+    cores: int
+    python: str
+    bandwidth: list[Bandwidth]  # with 1 thread and with one per core
 
 
 def _parallel_copy(dst: np.ndarray, src: np.ndarray, threads: int) -> None:
@@ -62,10 +72,10 @@ def copy_bandwidth(array_bytes: int = 512 << 20, runs: int = 7, threads: int = 1
     return Bandwidth(array_bytes=src.nbytes, threads=threads, runs_gbps=results)
 
 
-def machine_bandwidth(array_bytes: int = 512 << 20, runs: int = 7) -> list[Bandwidth]:
-    """Copy bandwidth with 1 thread and with one thread per core (when there is more than one)."""
+def machine(array_bytes: int = 512 << 20, runs: int = 7) -> Machine:
     counts = sorted({1, os.cpu_count() or 1})
-    return [copy_bandwidth(array_bytes, runs, n) for n in counts]
+    return Machine(cpu_features().name, os.cpu_count() or 1, platform.python_version(),
+                   [copy_bandwidth(array_bytes, runs, n) for n in counts])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mib", type=int, default=512, help="array size in MiB")
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
-    for b in machine_bandwidth(args.mib << 20, args.runs):
+    for b in machine(args.mib << 20, args.runs).bandwidth:
         print(f"{b.threads} thread(s): {b.gbps:.1f} GB/s (median of {len(b.runs_gbps)} copies of {b.array_bytes >> 20} MiB)")
 
 

@@ -3,25 +3,11 @@
     python -m benchmarks.exit_quality [--problems N] [--threads 1] [--checkpoint DIR] [--output BENCHMARKS.md]
 
 Issue 5's last line. The trained embedded model (models/ouro-tiny-arith) is converted to F16, Q8_0 and
-Q4_K_M (convert.convert.convert_checkpoint, into a temporary directory); each file is loaded by
-`runtime.load` in three settings, and each setting runs the exit thresholds 1.0, 0.9, 0.7 and 0.5, set on
-the running context:
-
-- select: every loop runs, the token is read out from the gate's exit loop (full KV cache);
-- skip: computation stops at the exit loop (full KV cache, skipped slots back-filled);
-- share+skip: skip mode with the loop-shared KV cache (one slot per physical layer).
-
-Every setting answers the same N held-out problems (models.data.held_out_problems, the model card's
-problems in the same order), one fresh conversation each, greedy, scored by the model card's rule
-(models.evaluate): the reply stripped of surrounding whitespace equals the expected answer.
-
-Mean loops per token is the runtime's own statistic (Completion.stats.mean_loops): over the decode
-steps of every reply, weighted by their number, the loops each token used (select mode: the loop read
-out, all loops computed; skip modes: the loops computed). A reply's first token comes from the prompt
-pass, which runs all loops in every mode, and is not in it.
-
-Results: a markdown table (stdout and BENCHMARKS.md between this module's markers, after the early-exit
-section) and a figure, benchmarks/figures/exit_quality.png.
+Q4_K_M (models.evaluate.convert_all, into a temporary directory); each file is loaded by `runtime.load` in
+three settings (select, skip, share+skip: SETTINGS), and each setting runs the exit thresholds 1.0, 0.9,
+0.7 and 0.5, set on the running context. Every setting answers the same held-out problems, scored by the
+model card's scorer (models.evaluate.score). The section this writes (after the early-exit section of
+BENCHMARKS.md) says how; its figure is benchmarks/figures/exit_quality.png.
 """
 
 from __future__ import annotations
@@ -30,35 +16,31 @@ import argparse
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.markdown import FIGURES, Markers, pyplot, save_figure, table, write_section
+from benchmarks.markdown import FIGURES, Markers, figure, plot, table, write_section
 from convert.errors import ConvertError
 from models.data import HELD_OUT_SEED, Problem, held_out_problems
-from models.evaluate import MAX_NEW_TOKENS, convert_all
-from runtime import OuroModel, load
+from models.evaluate import MAX_NEW_TOKENS, convert_all, score
+from runtime import Settings, load
 from runtime.errors import OuroRuntimeError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "models" / "ouro-tiny-arith"
-DEFAULT_OUTPUT = ROOT / "BENCHMARKS.md"
 FIGURE = FIGURES / "exit_quality.png"  # relative to BENCHMARKS.md's directory
-
 QTYPES: tuple[str, ...] = ("f16", "q8_0", "q4_k_m")
 THRESHOLDS: tuple[float, ...] = (1.0, 0.9, 0.7, 0.5)
-# setting name -> (exit mode, KV policy) as runtime.load takes them
-SETTINGS: dict[str, tuple[str, str]] = {"select": ("select", "full"), "skip": ("skip", "full"),
-                                        "share+skip": ("skip", "share")}
-N_PROBLEMS = 100
 # The held-out prompts are under 60 tokens and replies at most MAX_NEW_TOKENS: a small context keeps the
 # (all-loops) KV allocation of the full policy trivial.
-N_CTX = 256
-
+SETTINGS: dict[str, Settings] = {"select": Settings(n_ctx=256, exit_mode="select"),
+                                 "skip": Settings(n_ctx=256, exit_mode="skip"),
+                                 "share+skip": Settings(n_ctx=256, exit_mode="skip", kv="share")}
+N_PROBLEMS = 100
 MARKERS = Markers("exit-quality", "python -m benchmarks.exit_quality")
 ANCHOR_HEADING = "Early exit"  # the section this one follows when the markers are not there yet
 
@@ -92,71 +74,42 @@ class Measurement:
     problems: int
 
 
-def score_threshold(model: OuroModel, problems: Sequence[Problem], qtype: str, setting: str, threshold: float,
-                    advance: Callable[[], None] = lambda: None) -> Row:
-    """Every problem as a new conversation at the model's current settings."""
-    solved = decode_steps = 0
-    loops_sum = 0.0
-    for problem in problems:
-        model.reset()  # independent conversations: no KV reuse of another problem's prompt
-        reply = model.chat([{"role": "user", "content": problem.question}], temperature=0.0,
-                           max_tokens=MAX_NEW_TOKENS)
-        solved += reply.text.strip() == problem.answer  # the model card's rule (models.evaluate.score)
-        if reply.stats.decode_steps and reply.stats.mean_loops is not None:
-            loops_sum += reply.stats.mean_loops * reply.stats.decode_steps
-            decode_steps += reply.stats.decode_steps
-        advance()
-    return Row(qtype, setting, threshold, solved, len(problems), loops_sum, decode_steps)
-
-
 def measure(files: Mapping[str, Path], problems: Sequence[Problem], *, threads: int = 1,
             thresholds: Sequence[float] = THRESHOLDS, console: Console | None = None) -> Measurement:
-    """Each file x setting x threshold on `problems`; one load per file and setting (thresholds are set
-    on the running context)."""
-    rows: list[Row] = []
-    weights: dict[str, str] = {}
-    loops = 0
-    total = len(files) * len(SETTINGS) * len(thresholds) * len(problems)
+    """Each file x setting x threshold on `problems`, each problem a new conversation; one load per file and
+    setting (thresholds are set on the running context)."""
+    rows, weights, loops = [], {}, 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console or Console(stderr=True)) as progress:
-        task = progress.add_task("exit quality", total=total)
+        task = progress.add_task("exit quality", total=len(files) * len(SETTINGS) * len(thresholds) * len(problems))
         for qtype, path in files.items():
-            for setting, (mode, kv) in SETTINGS.items():
-                with load(path, n_ctx=N_CTX, exit_mode=mode, kv=kv, n_threads=threads) as model:
+            for setting, settings in SETTINGS.items():
+                with load(path, settings, n_threads=threads) as model:
                     loops = model.file_loops
                     weights[qtype] = ", ".join(f"{t.type} x{t.count}" for t in model.summary.tensor_types)
                     for q in thresholds:
                         progress.update(task, description=f"{qtype.upper()} {setting} q={q}")
                         model.set_exit_threshold(q)
-                        rows.append(score_threshold(model, problems, qtype, setting, q,
-                                                    lambda: progress.advance(task)))
+                        s = score(model, problems, advance=lambda: progress.advance(task))
+                        rows.append(Row(qtype, setting, q, s.solved, s.total, s.loops, s.tokens))
     return Measurement(rows, loops, weights, len(problems))
-
-
-def _loops(value: float | None) -> str:
-    return f"{value:.2f}" if value is not None else "n/a"
 
 
 def markdown_table(m: Measurement) -> str:
     """One line per setting. 'vs all loops': accuracy minus that of the same file in select mode at 1.0.
     'compute saved': the share of loop computations skip mode did not run (select mode runs them all)."""
     baseline = {r.qtype: r.accuracy for r in m.rows if r.setting == "select" and r.threshold == 1.0}
-    rows = []
-    for r in m.rows:
-        delta = f"{100 * (r.accuracy - baseline[r.qtype]):+.1f} pts" if r.qtype in baseline else ""
-        saved = "0%" if r.setting == "select" or r.mean_loops is None else f"{1 - r.mean_loops / m.loops:.0%}"
-        rows.append([r.qtype.upper(), r.setting, f"{r.threshold:g}", f"{r.accuracy:.3f}", delta,
-                     _loops(r.mean_loops), saved])
+    rows = [[r.qtype.upper(), r.setting, f"{r.threshold:g}", f"{r.accuracy:.3f}",
+             f"{100 * (r.accuracy - baseline[r.qtype]):+.1f} pts" if r.qtype in baseline else "",
+             "n/a" if r.mean_loops is None else f"{r.mean_loops:.2f}",
+             "0%" if r.setting == "select" or r.mean_loops is None else f"{1 - r.mean_loops / m.loops:.0%}"]
+            for r in m.rows]
     return "\n".join(table(["weights", "mode", "threshold", "accuracy", "vs all loops", "mean loops / token",
-                            "compute saved"], rows, right_from=2))
+                            "compute saved"], rows, right_from=2)).rstrip()
 
 
-def make_plot(m: Measurement, path: Path, command: str) -> bool:
-    """Accuracy against mean loops, one panel per weight type, one marker per setting and threshold.
-    False (no figure) when matplotlib is missing."""
-    plt = pyplot()
-    if plt is None:
-        return False
+def draw(plt, m: Measurement, command: str):
+    """Accuracy against mean loops, one panel per weight type, one marker per setting and threshold."""
     qtypes = list(dict.fromkeys(r.qtype for r in m.rows))
     markers = {"select": ("o", 9), "skip": ("s", 6), "share+skip": ("^", 5)}  # sizes: coinciding points stay visible
     fig, axes = plt.subplots(1, len(qtypes), figsize=(4.2 * len(qtypes), 4.2), sharey=True, squeeze=False)
@@ -165,10 +118,9 @@ def make_plot(m: Measurement, path: Path, command: str) -> bool:
             rows = [r for r in m.rows if r.qtype == qtype and r.setting == setting and r.mean_loops is not None]
             ax.plot([r.mean_loops for r in rows], [r.accuracy for r in rows], marker=marker, markersize=size,
                     linestyle="-", linewidth=0.8, alpha=0.8, label=setting)
-            if setting == "skip":
-                for r in rows:
-                    ax.annotate(f"{r.threshold:g}", (r.mean_loops, r.accuracy), textcoords="offset points",
-                                xytext=(0, 8), ha="center", fontsize=7)
+            for r in rows if setting == "skip" else []:
+                ax.annotate(f"{r.threshold:g}", (r.mean_loops, r.accuracy), textcoords="offset points",
+                            xytext=(0, 8), ha="center", fontsize=7)
         ax.set_title(qtype.upper(), fontsize=10)
         ax.set_xlabel("mean loops per token (runtime statistics)")
         ax.set_xlim(0.8, m.loops + 0.2)
@@ -178,15 +130,12 @@ def make_plot(m: Measurement, path: Path, command: str) -> bool:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(f"Early exit: accuracy vs loops (labels: exit threshold q, skip mode)\n{command}", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the legend below the panels
-    save_figure(fig, path, path.parent)
-    return True
+    return fig
 
 
-def render_section(m: Measurement, command: str, checkpoint_name: str, figure: str | None) -> str:
+def render_section(m: Measurement, command: str, checkpoint_name: str, figure_link: str | None) -> str:
     weights = "; ".join(f"{q.upper()}: {w}" for q, w in m.weights.items())
-    figure_md = (f"\n![accuracy vs mean loops]({figure})\n\nFigure: the table above, one panel per weight type "
-                 f"(the exit threshold next to each point, 1.0 at the right).\n" if figure else "")
-    return f"""## Early exit and answer quality (trained `{checkpoint_name}`, issue 5)
+    return "\n".join([f"""## Early exit and answer quality (trained `{checkpoint_name}`, issue 5)
 
 `{command}`
 
@@ -201,19 +150,16 @@ with (the prompt, one micro-batch, stays exact; the decode steps do not). Mean l
 the decode steps (a reply's first token comes from the prompt pass, which runs all loops in every mode);
 in select mode it is the loop read out, in the skip modes the loops computed. Tensor types in the files
 (llama.cpp falls back from K-quants on rows not a multiple of 256): {weights}.
-
-{markdown_table(m)}
-{figure_md}"""
+""", markdown_table(m), "", *figure(figure_link, "accuracy vs mean loops", "the table above, one panel per "
+                                   "weight type (the exit threshold next to each point, 1.0 at the right).")])
 
 
 def write_report(m: Measurement, command: str, output: Path, checkpoint_name: str) -> Path | None:
     """The figure next to `output` and the section inside it; returns the figure's path (None: no matplotlib)."""
-    figure = output.parent / FIGURE
-    drawn = make_plot(m, figure, command)
+    link = plot(output, FIGURE.name, lambda plt: draw(plt, m, command))
     # Markers absent: after the early-exit section, whose speeds this section's accuracies go with.
-    write_section(output, render_section(m, command, checkpoint_name, str(FIGURE) if drawn else None), MARKERS,
-                  after_heading=ANCHOR_HEADING)
-    return figure if drawn else None
+    write_section(output, render_section(m, command, checkpoint_name, link), MARKERS, after_heading=ANCHOR_HEADING)
+    return output.parent / FIGURE if link else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,12 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--problems", type=int, default=N_PROBLEMS, help="held-out problems per setting")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="trained HF checkpoint")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the BENCHMARKS.md to update")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="the BENCHMARKS.md to update")
     args = parser.parse_args(argv)
-    if args.problems < 1:
-        parser.error("--problems must be at least 1")
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
+    if args.problems < 1 or args.threads < 1:
+        parser.error("--problems and --threads must be at least 1")
     if not (args.checkpoint / "config.json").is_file():
         parser.error(f"{args.checkpoint} is not a checkpoint directory (no config.json)")
     command = "python -m benchmarks.exit_quality " + shlex.join(
@@ -234,14 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ([f"--checkpoint={args.checkpoint}"] if args.checkpoint != DEFAULT_CHECKPOINT else []))
     try:
         with tempfile.TemporaryDirectory(prefix="exit-quality-") as tmp:
-            files = convert_all(args.checkpoint, Path(tmp), QTYPES)
-            m = measure(files, held_out_problems(args.problems), threads=args.threads)
+            m = measure(convert_all(args.checkpoint, Path(tmp), QTYPES), held_out_problems(args.problems),
+                        threads=args.threads)
     except (ConvertError, OuroRuntimeError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}", highlight=False)
         return 1
     print(markdown_table(m))  # plain print: a console would wrap the table's lines
-    figure = write_report(m, command, args.output, args.checkpoint.name)
-    print(f"wrote {args.output}" + (f" and {figure}" if figure else ""))
+    figure_path = write_report(m, command, args.output, args.checkpoint.name)
+    print(f"wrote {args.output}" + (f" and {figure_path}" if figure_path else ""))
     return 0
 
 

@@ -3,19 +3,14 @@ memory roofline (issue 8).
 
     python -m benchmarks.kernel_ceiling [--rounds 3] [--threads 2] [--out FILE.json]
 
-Decode streams every weight matrix once per loop through one kernel per weight type: Q8_0's dot product
-(Q8_0 files), the repacked Q4_K gemv and Q6_K's dot product (Q4_K_M files); then each loop's attention
-reads its layer's K and V of every cached token (patch 0005's one-token flash attention, F16 cache). Each
-is timed twice: streaming from memory (40 matrices of the 1.4B's FFN shape, 5632 x 2048; attention: 8
-layers of 3,072 cached tokens; hundreds of MB, far beyond any cache) and over ~4 MiB that stays in the
-L3 cache. When both run at the same rate the kernel is bound by its arithmetic, not by memory: more
-bandwidth would not make decode faster, and decode cannot reach a larger share of the copy bandwidth than
-its kernels do. The prompt pass's products are timed with a 512-token activation (GOPS: 2 x rows x cols x
-tokens per second).
-
-The harness (kernel_ceiling.cpp) is compiled against the installed patched runtime's ggml (the headers
-and libraries llama-cpp-python installs) in a temporary directory. It checks each result against float
-arithmetic on the same data, so that a broken kernel cannot pass for a fast one.
+Decode streams every weight matrix once per loop through one kernel per weight type (KERNELS), then each
+loop's attention reads its layer's K and V of every cached token (patch 0005's one-token flash attention).
+Each is timed streaming from memory (far beyond any cache) and over ~4 MiB that stays in the L3 cache:
+when both run at the same rate the kernel is bound by its arithmetic, not by memory, and decode cannot
+reach a larger share of the copy bandwidth than its kernels do. The prompt pass's products are timed with
+a 512-token activation. The harness (kernel_ceiling.cpp) is compiled against the installed runtime's ggml
+in a temporary directory, and checks each result against float arithmetic on the same data, so that a
+broken kernel cannot pass for a fast one.
 """
 
 from __future__ import annotations
@@ -29,12 +24,14 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchmarks.results import record, save
 
 SOURCE = Path(__file__).with_name("kernel_ceiling.cpp")
 ROWS, COLS = 5632, 2048  # the 1.4B's FFN matrices (ggml: COLS is the dot-product length)
-STREAMED_MATRICES = 40
+STREAMED_MATRICES = 40  # of ROWS x COLS: hundreds of MB
 CACHED_BYTES = 4 << 20  # one matrix this size stays in the 8 MiB L3 of this machine's CPU
 PROMPT_TOKENS = 512
 MAX_RELATIVE_ERROR = 0.05  # the activation is quantized to 8 bits: ~0.5% is normal, a wrong kernel is ~100%
@@ -84,35 +81,60 @@ KERNELS = (
 )
 
 
+@dataclass(frozen=True)
+class HarnessRun:
+    """One run of the harness (its JSON line)."""
+
+    buffer: str  # CPU_REPACK when the repacked kernels ran
+    weight_bytes: int  # what one pass reads
+    median_seconds: float
+    relative_error: float  # against float arithmetic on the same data
+
+
 @dataclass
 class KernelResult:
     type: str
     label: str
-    buffer: str  # CPU_REPACK when the repacked kernels ran
+    buffer: str
     used_by: str
-    streamed_gbps: list[float]
-    cached_gbps: list[float]
-    prompt_gops: list[float]  # none for attention: prompts run another flash-attention path
+    streamed_gbps: list[float] = field(default_factory=list)
+    cached_gbps: list[float] = field(default_factory=list)
+    prompt_gops: list[float] = field(default_factory=list)  # none for attention: prompts take another path
 
-    def to_dict(self) -> dict:
-        medians = {f"{k}_median": statistics.median(v) if v else None
-                   for k, v in asdict(self).items() if isinstance(v, list)}
-        return {**asdict(self), **medians}
+    def medians(self) -> tuple[float, float, float | None]:
+        """Streamed GB/s, in-L3 GB/s and prompt GOPS (None for attention)."""
+        prompt = statistics.median(self.prompt_gops) if self.prompt_gops else None
+        return statistics.median(self.streamed_gbps), statistics.median(self.cached_gbps), prompt
 
 
-def cpu_features() -> dict:
+@dataclass(frozen=True)
+class CpuFeatures:
+    name: str
+    family: str | None = None
+    model: str | None = None
+    simd: list[str] = field(default_factory=list)  # the SIMD_FLAGS this CPU has
+
+
+@dataclass
+class KernelCeiling:
+    """The suite's stage (at this module's sizes)."""
+
+    cpu: CpuFeatures
+    threads: int
+    rounds: int
+    kernels: list[KernelResult]
+
+
+def cpu_features() -> CpuFeatures:
     """The CPU's name, family/model and which of the SIMD extensions ggml's x86 kernels can use it has."""
-    info: dict = {"name": platform.processor() or "unknown CPU", "family": None, "model": None, "simd": []}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return info
-    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+        return CpuFeatures(platform.processor() or "unknown CPU")
+    fields = dict(map(str.strip, line.split(":", 1)) for line in text.split("\n\n")[0].splitlines() if ":" in line)
     flags = set(fields.get("flags", "").split())
-    info.update(family=fields.get("cpu family"), model=fields.get("model"),
-                simd=[f for f in SIMD_FLAGS if f in flags], name=fields.get("model name", info["name"]))
-    return info
+    return CpuFeatures(fields.get("model name", platform.processor() or "unknown CPU"), fields.get("cpu family"),
+                       fields.get("model"), [f for f in SIMD_FLAGS if f in flags])
 
 
 def runtime_paths() -> tuple[Path, Path]:
@@ -139,35 +161,35 @@ def build(workdir: Path) -> Path:
     return binary
 
 
-def run(binary: Path, kernel: Kernel, matrices: int, rows: int, tokens: int, iters: int, threads: int) -> dict:
-    """One harness run; its JSON, checked."""
+def run(binary: Path, kernel: Kernel, matrices: int, rows: int, tokens: int, iters: int, threads: int) -> HarnessRun:
+    """One harness run, checked."""
     cmd = [str(binary), kernel.type, str(int(kernel.repack)), str(matrices), str(rows), str(COLS), str(tokens),
            str(iters), str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise KernelBenchError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not result["relative_error"] <= MAX_RELATIVE_ERROR:
-        raise KernelBenchError(f"{kernel.label} result is wrong: relative error {result['relative_error']}")
+    result = record(HarnessRun, json.loads(proc.stdout.strip().splitlines()[-1]))
+    if not result.relative_error <= MAX_RELATIVE_ERROR:
+        raise KernelBenchError(f"{kernel.label} result is wrong: relative error {result.relative_error}")
     return result
 
 
-def measure(rounds: int = 3, threads: int = 2, kernels: tuple[Kernel, ...] = KERNELS) -> list[KernelResult]:
+def measure(rounds: int = 3, threads: int = 2, kernels: tuple[Kernel, ...] = KERNELS) -> KernelCeiling:
     """Every kernel streamed, cached and at prompt size, the kernels taking turns round by round."""
     with tempfile.TemporaryDirectory(prefix="ouro-kernels-") as tmp:
         binary = build(Path(tmp))
-        results = {k: KernelResult(k.type, k.label, "", k.used_by, [], [], []) for k in kernels}
+        results = {k: KernelResult(k.type, k.label, "", k.used_by) for k in kernels}
         for _ in range(rounds):
             for k, res in results.items():
                 streamed = run(binary, k, *k.streamed_shape(), 1, 10, threads)
                 cached = run(binary, k, 1, k.cached_rows(), 1, 300, threads)
-                res.buffer = streamed["buffer"]
-                res.streamed_gbps.append(streamed["weight_bytes"] / streamed["median_seconds"] / 1e9)
-                res.cached_gbps.append(cached["weight_bytes"] / cached["median_seconds"] / 1e9)
+                res.buffer = streamed.buffer
+                res.streamed_gbps.append(streamed.weight_bytes / streamed.median_seconds / 1e9)
+                res.cached_gbps.append(cached.weight_bytes / cached.median_seconds / 1e9)
                 if not k.attention:
                     prompt = run(binary, k, 1, ROWS, PROMPT_TOKENS, 3, threads)
-                    res.prompt_gops.append(2 * ROWS * COLS * PROMPT_TOKENS / prompt["median_seconds"] / 1e9)
-        return list(results.values())
+                    res.prompt_gops.append(2 * ROWS * COLS * PROMPT_TOKENS / prompt.median_seconds / 1e9)
+        return KernelCeiling(cpu_features(), threads, rounds, list(results.values()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,22 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         raise SystemExit("error: no C++ compiler (g++, or $CXX) to build the harness")
     try:
-        results = measure(args.rounds, args.threads)
+        ceiling = measure(args.rounds, args.threads)
     except KernelBenchError as e:
         raise SystemExit(f"error: {e}") from None
-    for r in results:
-        d = r.to_dict()
-        prompt = f", prompt {d['prompt_gops_median']:.1f} GOPS" if r.prompt_gops else ""
-        print(f"{r.label} ({r.buffer}): streamed {d['streamed_gbps_median']:.1f} GB/s, in L3 "
-              f"{d['cached_gbps_median']:.1f} GB/s{prompt}; {r.used_by}")
+    for r in ceiling.kernels:
+        streamed, cached, prompt = r.medians()
+        gops = f", prompt {prompt:.1f} GOPS" if prompt else ""
+        print(f"{r.label} ({r.buffer}): streamed {streamed:.1f} GB/s, in L3 {cached:.1f} GB/s{gops}; {r.used_by}")
     if args.out:
-        payload = {"cpu": cpu_features(), "threads": args.threads, "rounds": args.rounds, "rows": ROWS, "cols": COLS,
-                   "streamed_matrices": STREAMED_MATRICES, "cached_bytes": CACHED_BYTES,
-                   "attention_layers": ATTENTION_LAYERS, "attention_tokens": ATTENTION_TOKENS,
-                   "prompt_tokens": PROMPT_TOKENS, "kernels": [r.to_dict() for r in results]}
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, args.out)
+        save(args.out, ceiling)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,6 @@ class LoadReport:
     ttft_p95: float
     error_samples: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def stream_chat(host: str, port: int, body: dict, timeout: float) -> Outcome:
     """One streaming chat completion, checked end to end."""
@@ -65,22 +63,20 @@ def stream_chat(host: str, port: int, body: dict, timeout: float) -> Outcome:
         resp = conn.getresponse()
         if resp.status != 200:
             return Outcome(False, error=f"HTTP {resp.status}: {resp.read()[:200]!r}")
-        ids, pieces, first_token, final, done = set(), 0, None, None, False
+        ids, first_token, final, done = set(), None, None, False
         for raw in resp:
             line = raw.decode("utf-8").rstrip("\n")
             if not line:
                 continue
             if not line.startswith("data: "):
                 return Outcome(False, error=f"not an SSE data line: {line[:80]!r}")
-            data = line[len("data: "):]
-            if data == "[DONE]":
+            if line == "data: [DONE]":
                 done = True
                 continue
-            chunk = json.loads(data)
+            chunk = json.loads(line[len("data: "):])
             ids.add(chunk["id"])
             choice = chunk["choices"][0]
             if choice["delta"].get("content"):
-                pieces += 1
                 first_token = first_token or time.perf_counter() - start
             if choice["finish_reason"] is not None:
                 final = chunk
@@ -97,11 +93,10 @@ def stream_chat(host: str, port: int, body: dict, timeout: float) -> Outcome:
 
 
 def run_load(host: str, port: int, *, clients: int, requests: int, max_tokens: int, timeout: float,
-             body_for=None) -> tuple[LoadReport, list[Outcome | None]]:
-    """`requests` streaming chats from `clients` threads; body_for(i) -> extra request fields."""
+             body_for: Callable[[int], dict] = lambda i: {}) -> tuple[LoadReport, list[Outcome | None]]:
+    """`requests` streaming chats from `clients` threads; body_for(i): request i's extra fields."""
     outcomes: list[Outcome | None] = [None] * requests
-    next_index = iter(range(requests))
-    index_lock = threading.Lock()
+    next_index, index_lock = iter(range(requests)), threading.Lock()
     deadline = time.monotonic() + timeout
 
     def client() -> None:
@@ -111,7 +106,7 @@ def run_load(host: str, port: int, *, clients: int, requests: int, max_tokens: i
             if i is None:
                 return
             body = {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                    "max_tokens": max_tokens, "temperature": 0.7, "seed": i, **(body_for(i) if body_for else {})}
+                    "max_tokens": max_tokens, "temperature": 0.7, "seed": i, **body_for(i)}
             outcomes[i] = stream_chat(host, port, body, timeout=max(1.0, deadline - time.monotonic()))
 
     start = time.perf_counter()
@@ -125,19 +120,17 @@ def run_load(host: str, port: int, *, clients: int, requests: int, max_tokens: i
     good = [o for o in done if o.ok]
     latencies = sorted(o.latency for o in good) or [0.0]
     ttfts = sorted(o.first_token for o in good if o.first_token is not None) or [0.0]
-    report = LoadReport(
+
+    def p95(values: list[float]) -> float:
+        return values[min(len(values) - 1, int(0.95 * len(values)))]
+
+    return LoadReport(
         clients=clients, requests=requests, completed=len(good), errors=len(done) - len(good),
         lost=requests - len(done), wall_seconds=wall, requests_per_s=len(good) / wall,
         tokens_per_s=sum(o.completion_tokens for o in good) / wall,
-        latency_p50=statistics.median(latencies), latency_p95=_pct(latencies, 0.95), latency_max=latencies[-1],
-        ttft_p50=statistics.median(ttfts), ttft_p95=_pct(ttfts, 0.95),
-        error_samples=[o.error for o in done if not o.ok][:5],
-    )
-    return report, outcomes
-
-
-def _pct(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+        latency_p50=statistics.median(latencies), latency_p95=p95(latencies), latency_max=latencies[-1],
+        ttft_p50=statistics.median(ttfts), ttft_p95=p95(ttfts), error_samples=[o.error for o in done if not o.ok][:5],
+    ), outcomes
 
 
 def main() -> None:
@@ -159,15 +152,14 @@ def main() -> None:
     server = OuroServer(model, args.model.stem, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        report, _ = run_load(*server.address, clients=args.clients, requests=args.requests,
-                             max_tokens=args.max_tokens, timeout=args.timeout)
+        r, _ = run_load(*server.address, clients=args.clients, requests=args.requests, max_tokens=args.max_tokens,
+                        timeout=args.timeout)
     finally:
         server.shutdown()
         model.close()
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(asdict(r), indent=2))
         return
-    r = report
     print(f"{r.clients} streaming clients, {r.requests} requests, {args.max_tokens} max tokens each, "
           f"model {args.model.name}")
     print(f"completed {r.completed}, errors {r.errors}, lost {r.lost} in {r.wall_seconds:.1f} s: "

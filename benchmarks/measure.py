@@ -3,19 +3,49 @@
 One run: a fixed prompt from an empty KV cache, then greedy tokens with end-of-turn disabled, through the
 Python API (so the numbers are what `ouro chat` and `ouro serve` get); the runtime's own statistics time
 the prompt pass and the decode steps. A configuration's runs are kept and their medians reported.
+The suite's measuring children take their sizes and options from here too, and write their results as
+JSON to --out (benchmarks.results.save).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from runtime import Completion, GenerationStats, OuroModel
 from runtime.errors import OuroRuntimeError
 
 # Prompt text: one common word repeated gives one token per repeat with a byte-level BPE.
 PROMPT_WORD = " the"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much one measurement does."""
+
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    rounds: int = 3  # runs per configuration: medians are reported
+    threads: int = 2
+
+
+def measurement_parser(doc: str | None, defaults: Sizes, *, decodes: bool = True) -> argparse.ArgumentParser:
+    """A measuring child's options: --out, --prompt-tokens, --gen-tokens (when it decodes), --rounds, --threads."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="write the result as JSON here")
+    parser.add_argument("--prompt-tokens", type=int, default=defaults.prompt_tokens)
+    if decodes:
+        parser.add_argument("--gen-tokens", type=int, default=defaults.gen_tokens)
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="runs per configuration (medians are reported)")
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    return parser
+
+
+def sizes(args: argparse.Namespace) -> Sizes:
+    return Sizes(args.prompt_tokens, getattr(args, "gen_tokens", Sizes.gen_tokens), args.rounds, args.threads)
 
 
 class MedianRates:
@@ -77,7 +107,7 @@ def measure_row(model: OuroModel, label: str, prompt: str, gen_tokens: int, repe
 
 
 def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None]]], prompt: str,
-               gen_tokens: int, rounds: int, on_run: Callable[[str], None] = lambda _: None) -> list[SpeedRow]:
+               gen_tokens: int, rounds: int) -> list[SpeedRow]:
     """Each round runs every configuration once: `configs` maps a label to (loops, a function that puts
     the context in that configuration). On a machine shared with other jobs, load drifts over minutes;
     taking turns spreads that drift evenly over the configurations whose ratios are reported."""
@@ -86,5 +116,10 @@ def take_turns(model: OuroModel, configs: dict[str, tuple[int, Callable[[], None
         for label, (_, apply) in configs.items():
             apply()
             rows[label].add(timed_run(model, prompt, gen_tokens))
-            on_run(label)
+            show(label)
     return list(rows.values())
+
+
+def show(label: str) -> None:
+    """A measuring child's progress, on stdout (the suite keeps it in the child's log)."""
+    print(label, flush=True)

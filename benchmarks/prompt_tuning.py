@@ -13,63 +13,70 @@ weights at load for its AVX2/AVX-512 GEMM kernels when the shapes allow (the CPU
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.cli import measurement_parser
-from benchmarks.measure import PROMPT_WORD
+from benchmarks.measure import PROMPT_WORD, Sizes, measurement_parser, show, sizes
+from benchmarks.results import save
 from runtime import control
 
 SMALL_UBATCH = 32
 
 
-def configurations(files: dict[str, Path], threads: int) -> list[dict]:
-    first = next(iter(files))
-    configs = [{"file": name, "n_ubatch": 512, "threads": threads} for name in files]
-    configs.append({"file": first, "n_ubatch": SMALL_UBATCH, "threads": threads})
-    configs.append({"file": first, "n_ubatch": 512, "threads": 1 if threads > 1 else 2})
-    return configs
+@dataclass
+class TuningRow:
+    file: str  # the name given with --file (the weight type)
+    n_ubatch: int
+    threads: int
+    prompt_tokens: int
+    loops: int = 1
+    prompt_tps_runs: list[float] = field(default_factory=list)
+
+    @property
+    def prompt_tps(self) -> float:
+        return statistics.median(self.prompt_tps_runs)
 
 
-def tune_prompt(files: dict[str, Path], *, prompt_tokens: int = 512, rounds: int = 3, threads: int = 2,
-                on_run: Callable[[str], None] = lambda _: None) -> list[dict]:
+@dataclass
+class Tuning:
+    rows: list[TuningRow]
+
+
+def tune_prompt(files: dict[str, Path], work: Sizes = Sizes()) -> Tuning:
     from llama_cpp import Llama  # the patched runtime
 
-    configs = configurations(files, threads)
+    first, n = next(iter(files)), work.prompt_tokens
+    rows = [TuningRow(name, 512, work.threads, n) for name in files]
+    rows += [TuningRow(first, SMALL_UBATCH, work.threads, n), TuningRow(first, 512, 1 if work.threads > 1 else 2, n)]
     contexts = []
     try:
-        for c in configs:
-            llm = Llama(str(files[c["file"]]), n_ctx=prompt_tokens + 16, n_batch=512, n_ubatch=c["n_ubatch"],
-                        n_threads=c["threads"], n_threads_batch=c["threads"], verbose=False)
+        for r in rows:
+            llm = Llama(str(files[r.file]), n_ctx=n + 16, n_batch=512, n_ubatch=r.n_ubatch, n_threads=r.threads,
+                        n_threads_batch=r.threads, verbose=False)
             control.set_loops(llm, 1)
             contexts.append(llm)
-        prompt = (contexts[0].tokenize(PROMPT_WORD.encode(), add_bos=False) * prompt_tokens)[:prompt_tokens]
-        runs: list[list[float]] = [[] for _ in configs]
-        for _ in range(rounds):
-            for c, llm, out in zip(configs, contexts, runs):
+        prompt = (contexts[0].tokenize(PROMPT_WORD.encode(), add_bos=False) * n)[:n]
+        for _ in range(work.rounds):
+            for r, llm in zip(rows, contexts):
                 llm.reset()
                 start = time.perf_counter()
                 llm.eval(prompt)
-                out.append(prompt_tokens / (time.perf_counter() - start))
-                on_run(f"{c['file']} n_ubatch={c['n_ubatch']} threads={c['threads']}")
+                r.prompt_tps_runs.append(n / (time.perf_counter() - start))
+                show(f"{r.file} n_ubatch={r.n_ubatch} threads={r.threads}")
     finally:
         for llm in contexts:
             llm.close()
-    return [{**c, "loops": 1, "prompt_tokens": prompt_tokens, "prompt_tps_runs": r,
-             "prompt_tps": statistics.median(r)} for c, r in zip(configs, runs)]
+    return Tuning(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = measurement_parser(__doc__, prompt_tokens=512)
+    parser = measurement_parser(__doc__, Sizes(prompt_tokens=512), decodes=False)
     parser.add_argument("--file", action="append", required=True, metavar="NAME=PATH")
     args = parser.parse_args(argv)
     files = {name: Path(path) for name, path in (f.split("=", 1) for f in args.file)}
-    rows = tune_prompt(files, prompt_tokens=args.prompt_tokens, rounds=args.rounds, threads=args.threads,
-                       on_run=lambda label: print(label, flush=True))
-    args.out.write_text(json.dumps({"rows": rows, "threads": args.threads, "rounds": args.rounds}, indent=2))
+    save(args.out, tune_prompt(files, sizes(args)))
 
 
 if __name__ == "__main__":

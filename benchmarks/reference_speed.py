@@ -1,7 +1,7 @@
 """Prompt and decode speed of the PyTorch reference: the alternative a CPU user has today (issue 8).
 
-    python -m benchmarks.reference_speed CHECKPOINT [--prompt-tokens 512] [--gen-tokens 16] [--rounds 3]
-                                         [--threads 2] [--out result.json]
+    python -m benchmarks.reference_speed CHECKPOINT --out result.json [--prompt-tokens 512] [--gen-tokens 16]
+                                         [--rounds 3] [--threads 2]
 
 runtime/reference.py in bf16 with its KV cache, greedy. The prompt pass computes the logits of the last
 position only (as llama.cpp does); each decode step feeds one token with the cache, all loops. Timed
@@ -10,21 +10,16 @@ separately here, which reference.generate does not do: it is the same loop with 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from benchmarks.cli import measurement_parser
-from benchmarks.measure import MedianRates
-from runtime.reference import load_checkpoint
+from benchmarks.measure import MedianRates, Sizes, measurement_parser, sizes
+from benchmarks.results import save
 
 
 @dataclass
 class ReferenceSpeed(MedianRates):
-    checkpoint: str
     dtype: str
     threads: int
     prompt_tokens: int
@@ -32,55 +27,45 @@ class ReferenceSpeed(MedianRates):
     load_seconds: float
     prompt_tps_runs: list[float]
     decode_tps_runs: list[float]
+    peak_rss: int = 0  # of the child process (the suite adds it)
 
 
-@torch.inference_mode()
-def _one_run(model, prompt_ids: list[int], gen_tokens: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    out = model(torch.tensor([prompt_ids]))
-    token = int(model.logits(out.hidden[-1][:, -1]).argmax())
-    prompt_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(gen_tokens):
-        out = model(torch.tensor([[token]]), cache=out.cache)
-        token = int(model.logits(out.hidden[-1][:, -1]).argmax())
-    decode_s = time.perf_counter() - start
-    return len(prompt_ids) / prompt_s, gen_tokens / decode_s
+def reference_speed(checkpoint: str | Path, work: Sizes = Sizes(gen_tokens=16)) -> ReferenceSpeed:
+    import torch  # here, not at the top: the report reads this module's record without PyTorch
 
+    from runtime.reference import load_checkpoint
 
-def reference_speed(checkpoint: str | Path, *, prompt_tokens: int = 512, gen_tokens: int = 16, runs: int = 3,
-                    threads: int = 2, dtype: torch.dtype = torch.bfloat16) -> ReferenceSpeed:
-    torch.set_num_threads(threads)
+    torch.set_num_threads(work.threads)
     start = time.perf_counter()
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build the module in bf16: a float32 copy of 1.4B weights would be 5.7 GB
+    torch.set_default_dtype(torch.bfloat16)  # build the module in bf16: a float32 1.4B would be 5.7 GB
     try:
-        model = load_checkpoint(checkpoint, dtype=dtype)
+        model = load_checkpoint(checkpoint, dtype=torch.bfloat16)
     finally:
         torch.set_default_dtype(previous)
-    load_s = time.perf_counter() - start
-    vocab = model.config.vocab_size
+    result = ReferenceSpeed("bfloat16", work.threads, work.prompt_tokens, work.gen_tokens,
+                            time.perf_counter() - start, [], [])
     # Any ids do: the cost does not depend on them. A fixed spread avoids one repeated token.
-    prompt_ids = [(17 + 7919 * i) % vocab for i in range(prompt_tokens)]
-    prompt_runs, decode_runs = [], []
-    for _ in range(runs):
-        p, d = _one_run(model, prompt_ids, gen_tokens)
-        prompt_runs.append(p)
-        decode_runs.append(d)
-    return ReferenceSpeed(checkpoint=str(checkpoint), dtype=str(dtype).removeprefix("torch."), threads=threads,
-                          prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, load_seconds=load_s,
-                          prompt_tps_runs=prompt_runs, decode_tps_runs=decode_runs)
+    prompt = torch.tensor([[(17 + 7919 * i) % model.config.vocab_size for i in range(work.prompt_tokens)]])
+    with torch.inference_mode():
+        for _ in range(work.rounds):
+            start = time.perf_counter()
+            out = model(prompt)
+            token = int(model.logits(out.hidden[-1][:, -1]).argmax())
+            result.prompt_tps_runs.append(work.prompt_tokens / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for _ in range(work.gen_tokens):
+                out = model(torch.tensor([[token]]), cache=out.cache)
+                token = int(model.logits(out.hidden[-1][:, -1]).argmax())
+            result.decode_tps_runs.append(work.gen_tokens / (time.perf_counter() - start))
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = measurement_parser(__doc__, prompt_tokens=512, gen_tokens=16)
+    parser = measurement_parser(__doc__, Sizes(prompt_tokens=512, gen_tokens=16))
     parser.add_argument("checkpoint", type=Path)
     args = parser.parse_args(argv)
-    result = reference_speed(args.checkpoint, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-                             runs=args.rounds, threads=args.threads)
-    text = json.dumps(result.to_dict(), indent=2)
-    args.out.write_text(text)
-    print(text)
+    save(args.out, reference_speed(args.checkpoint, sizes(args)))
 
 
 if __name__ == "__main__":

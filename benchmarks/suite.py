@@ -3,47 +3,38 @@
     nice -n 10 python -m benchmarks [--quick] [--workdir /tmp/ouro-bench] [--rounds 3] [--keep] [--fresh]
                                     [--prompt-tokens 512] [--gen-tokens 128] [--context 3000] [--threads 2]
 
-For each model (1.4b, 1.4b-thinking, 2.6b, 2.6b-thinking; --quick: 1.4b) a full-shape random-weight
-checkpoint in the published layout is made, then for each quant (Q8_0, Q4_K_M): conversion (time, peak
-RSS), `ouro info`, and a child process that loads the file, measures prompt/decode speed at every loop
-count and runs one chat turn (its peak RSS is the file's); a Thinking file with the same tensor table as
-its base model's skips the loop sweep (same bytes, same kernels: same speed). On the 1.4b only: the
-PyTorch reference, the early-exit / shared-KV lines (Q4_K_M) and the prompt-pass tuning (Q4_0 as well).
-The machine's copy bandwidth and its kernels' own speed (benchmarks.kernel_ceiling) are measured at the
-start. The defaults are the issue's sizes; on a machine
-whose cores are busy with other work, llama.cpp's threads spin at every barrier waiting for a
-descheduled sibling, and `--threads 1` with smaller sizes is what finishes (the sizes used are in
-BENCHMARKS.md's command line).
+First the machine (copy bandwidth, benchmarks.kernel_ceiling); then for each model (MODELS; --quick: 1.4b) a
+full-shape random-weight checkpoint in the published layout, and for each quant its conversion, `ouro info`
+and a child process that loads the file, measures prompt/decode speed at every loop count and runs one chat
+turn (its peak RSS is the file's); on the 1.4b only, the PyTorch reference, the early-exit / shared-KV lines
+and the prompt-pass tuning. The defaults are the issue's sizes; on a machine whose cores are busy with other
+work, llama.cpp's threads spin at every barrier waiting for a descheduled sibling, and `--threads 1` with
+smaller sizes is what finishes (the sizes used are in BENCHMARKS.md's command line).
 
-Every stage's result is saved in WORKDIR/results.json as soon as it exists, so an interrupted run
-resumes where it stopped (--fresh starts over); BENCHMARKS.md is rewritten between its markers at the
-end (and after each model), other sections are kept. Checkpoints and GGUFs are deleted after each model
-unless --keep: a 2.6b checkpoint is 5.3 GB.
+Every stage's result is saved in WORKDIR/results.json as soon as it exists, so an interrupted run resumes
+where it stopped (--fresh starts over); BENCHMARKS.md's section is rewritten after each model. Checkpoints
+and GGUFs are deleted after each model unless --keep: a 2.6b checkpoint is 5.3 GB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks.bandwidth import machine_bandwidth
+from benchmarks.bandwidth import machine
 from benchmarks.convert_bench import convert_once, run_child
-from benchmarks.kernel_ceiling import cpu_features
-from benchmarks.report import is_runtime_stage, write_report
-from benchmarks.roofline import tensor_layout, weight_bytes
+from benchmarks.gguf_speed import FileSpeed
+from benchmarks.report import write_report
+from benchmarks.results import Results
+from benchmarks.roofline import WeightBytes, weight_bytes
 from toolchain.status import runtime_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,96 +45,13 @@ REFERENCE_MODEL = "1.4b"  # the reference and issue 5's lines run on this shape 
 EXIT_QUANT = "q4_k_m"
 TUNING_EXTRA_QUANT = "q4_0"  # tried for the prompt pass: ggml's repacked Q4_0 GEMM kernels
 # A Thinking checkpoint differs from its base only in the tokenizer's template and the sampling defaults:
-# when its file's tensor table is the base's (benchmarks.roofline.tensor_layout), the loop sweep is not run
-# again; its conversion, load, memory, KV and chat turn (the Thinking template) are still measured.
+# when its file's tensor table is the base's (benchmarks.roofline.WeightBytes.layout), the loop sweep is not
+# run again; its conversion, load, memory, KV and chat turn (the Thinking template) are still measured.
 SAME_SHAPE_AS = {"1.4b-thinking": "1.4b", "2.6b-thinking": "2.6b"}
 
 
 class SuiteError(RuntimeError):
     """A stage failed; the message names it and its log."""
-
-
-class Results:
-    """results.json in the work directory: one entry per finished stage, saved after each."""
-
-    def __init__(self, path: Path, fresh: bool, settings: dict | None = None, runtime: str | None = None) -> None:
-        self.path = path
-        self.runtime = runtime
-        self.data: dict = {} if fresh or not path.is_file() else json.loads(path.read_text())
-        if self.data.get("settings", settings) != settings:
-            self.data = {}  # measured with other sizes: not comparable, start over
-        self.data["settings"] = settings
-
-    def invoked(self, command: str) -> None:
-        """Record the command of this run (a resumed run may add models, or rounds, to an earlier one's)."""
-        runs = self.data.setdefault("invocations", [])
-        if not runs or runs[-1]["command"] != command:
-            runs.append({"command": command})
-        self._save()
-
-    def done(self, key: str) -> bool:
-        if key not in self.data:
-            return False
-        # a stage measured through the patched runtime counts only if the runtime installed now (its build
-        # key: llama-cpp-python, patches, flags) measured it: a new patch re-measures speeds, while the
-        # conversions and the PyTorch reference are kept
-        return not is_runtime_stage(key) or self.data[key]["_meta"].get("runtime") == self.runtime
-
-    def stage(self, key: str, run: Callable[[], dict], command: str) -> dict:
-        if self.done(key):
-            return self.data[key]
-        load_before = os.getloadavg()
-        started = time.time()
-        result = run()
-        result["_meta"] = {"command": command, "load_before": load_before, "load_after": os.getloadavg(),
-                           "seconds": time.time() - started, "runtime": self.runtime,
-                           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-        self.data[key] = result
-        self._save()
-        return result
-
-    def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
-
-
-def _python(module: str, *args: str | Path) -> list[str]:
-    return [sys.executable, "-m", module, *map(str, args)]
-
-
-def _shown(cmd: list[str]) -> str:
-    """A command as a reader would type it."""
-    return " ".join(["python" if c == sys.executable else str(c) for c in cmd])
-
-
-def child_json(cmd: list[str], out: Path, log: Path) -> dict:
-    """Run a measuring child; its JSON result plus its wall time and peak RSS."""
-    rc, seconds, peak_rss = run_child(cmd, log)
-    if rc != 0 or not out.is_file():
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        raise SuiteError(f"{_shown(cmd)} failed (exit {rc}); see {log}: " + " | ".join(tail))
-    return {**json.loads(out.read_text()), "child_seconds": seconds, "peak_rss": peak_rss}
-
-
-def ensure_checkpoint(preset: str, path: Path) -> Path:
-    if not (path / "model.safetensors").is_file():
-        subprocess.run(_python("models.synthetic", path, "--preset", preset), cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
-    return path
-
-
-def ouro_info(gguf: Path) -> dict:
-    cmd = [sys.executable, "-c", "from ouro_cli.main import app; app()", "info", str(gguf), "--json"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SuiteError(f"ouro info {gguf} failed: {proc.stderr.strip()[-300:]}")
-    return {"info": json.loads(proc.stdout)}
-
-
-def machine() -> dict:
-    return {"cpu": cpu_features()["name"], "cores": os.cpu_count(), "python": platform.python_version(),
-            "bandwidth": [b.to_dict() for b in machine_bandwidth()]}
 
 
 @dataclass(frozen=True)
@@ -158,8 +66,46 @@ class Workload:
     exit_prompt_tokens: int = 16  # select vs skip compares decode only: a short prompt
     reference_gen_tokens: int = 16  # the reference decodes at < 1 tok/s: fewer tokens, same per-token rate
 
-    def child_args(self) -> list[str | int]:
-        return ["--rounds", self.rounds, "--threads", self.threads]
+
+def _python(module: str, *args: object) -> list[str]:
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def _shown(cmd: list[str]) -> str:
+    """A command as a reader would type it."""
+    return " ".join(["python" if c == sys.executable else str(c) for c in cmd])
+
+
+def in_child(results: Results, key: str, module: str, args: tuple, workdir: Path, work: Workload,
+             extra: dict | None = None) -> None:
+    """Stage `key`: `python -m MODULE ARGS --out FILE --rounds R --threads N` in a child process, so that its
+    peak RSS (saved with its JSON result, and `extra`) is its own."""
+    out, log = workdir / f"{key.replace('/', '-')}.json", workdir / f"{key.replace('/', '-')}.log"
+    cmd = _python(module, *args, "--out", out, "--rounds", work.rounds, "--threads", work.threads)
+
+    def run() -> dict:
+        rc, _, peak_rss = run_child(cmd, log)
+        if rc != 0 or not out.is_file():
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise SuiteError(f"{_shown(cmd)} failed (exit {rc}); see {log}: " + " | ".join(tail))
+        return {**json.loads(out.read_text()), "peak_rss": peak_rss, **(extra or {})}
+
+    results.stage(key, run, _shown(cmd))
+
+
+def ensure_checkpoint(preset: str, path: Path) -> Path:
+    if not (path / "model.safetensors").is_file():
+        subprocess.run(_python("models.synthetic", path, "--preset", preset), cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def ouro_info(gguf: Path) -> dict:
+    cmd = [sys.executable, "-c", "from ouro_cli.main import app; app()", "info", str(gguf), "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SuiteError(f"ouro info {gguf} failed: {proc.stderr.strip()[-300:]}")
+    return json.loads(proc.stdout)
 
 
 def run_model(results: Results, preset: str, workdir: Path, work: Workload, progress: Progress, task) -> None:
@@ -168,65 +114,55 @@ def run_model(results: Results, preset: str, workdir: Path, work: Workload, prog
     mdir.mkdir(parents=True, exist_ok=True)
     ckpt = mdir / "ckpt"
 
-    def step(description: str) -> None:
-        progress.update(task, description=f"{preset}: {description}")
-
-    def child(key: str, module: str, *args: str | int | Path, extra: dict | None = None) -> None:
-        name = key.replace("/", "-")
-        cmd = _python(module, *args, "--out", mdir / f"{name}.json", *work.child_args())
-        step(f"{module}")
-        results.stage(key, lambda: {**child_json(cmd, mdir / f"{name}.json", mdir / f"{name}.log"), **(extra or {})},
-                      _shown(cmd))
+    def child(key: str, module: str, *args: object, extra: dict | None = None) -> None:
+        progress.update(task, description=f"{preset}: {module}")
+        in_child(results, f"{preset}/{key}", module, args, mdir, work, extra)
 
     def converted(q: str) -> Path:
         gguf = mdir / f"bench-{q}.gguf"
         if not gguf.is_file():
             results.data.pop(f"{preset}/{q}/convert", None)  # deleted after an earlier run: remake it
-        step(f"convert to {q}")
+        progress.update(task, description=f"{preset}: convert to {q}")
         results.stage(f"{preset}/{q}/convert", lambda: _convert(ensure_checkpoint(preset, ckpt), q, mdir),
                       f"ouro convert {ckpt} --type {q} (timed by benchmarks.convert_bench.convert_once)")
-        results.stage(f"{preset}/{q}/weights", lambda: weight_bytes(gguf).to_dict(), "benchmarks.roofline.weight_bytes")
-        results.stage(f"{preset}/{q}/layout", lambda: {"digest": tensor_layout(gguf)},
-                      "benchmarks.roofline.tensor_layout")
+        results.stage(f"{preset}/{q}/weights", lambda: weight_bytes(gguf), "benchmarks.roofline.weight_bytes")
         results.stage(f"{preset}/{q}/info", lambda: ouro_info(gguf), f"ouro info {gguf} --json")
         return gguf
 
-    def pending(*keys: str) -> bool:
-        return not all(results.done(k) for k in keys)
+    def pending(key: str) -> bool:
+        return not results.done(f"{preset}/{key}")
 
     def measured_twin(q: str) -> str | None:
         """The model of this run whose file of quant q has the same tensor table and measured speeds."""
         twin = SAME_SHAPE_AS.get(preset)
-        if twin is None or not results.data.get(f"{twin}/{q}/speed", {}).get("rows"):
-            return None
-        digest = results.data[f"{preset}/{q}/layout"]["digest"]
-        return twin if results.data.get(f"{twin}/{q}/layout", {}).get("digest") == digest else None
+        speed = results.get(f"{twin}/{q}/speed", FileSpeed) if twin else None
+        same = speed and speed.rows and (results.get(f"{twin}/{q}/weights", WeightBytes).layout
+                                         == results.get(f"{preset}/{q}/weights", WeightBytes).layout)
+        return twin if same else None
 
     for q in QUANTS:
-        if pending(f"{preset}/{q}/speed"):
+        if pending(f"{q}/speed"):
             gguf = converted(q)
             read_through(gguf)  # the load is timed warm even when the conversion was an earlier run's
             twin = measured_twin(q)
-            child(f"{preset}/{q}/speed", "benchmarks.gguf_speed", gguf,
-                  "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.gen_tokens,
-                  *(["--no-sweep"] if twin else []), extra={"same_tensors_as": twin} if twin else None)
+            child(f"{q}/speed", "benchmarks.gguf_speed", gguf, "--prompt-tokens", work.prompt_tokens,
+                  "--gen-tokens", work.gen_tokens, *(["--no-sweep"] if twin else []),
+                  extra={"same_tensors_as": twin} if twin else None)
         progress.advance(task)
     if preset != REFERENCE_MODEL:
         return
-    exit_key = f"{preset}/{EXIT_QUANT}"
-    if pending(f"{exit_key}/exit"):
-        child(f"{exit_key}/exit", "benchmarks.exit_speed", converted(EXIT_QUANT),
+    if pending(f"{EXIT_QUANT}/exit"):
+        child(f"{EXIT_QUANT}/exit", "benchmarks.exit_speed", converted(EXIT_QUANT),
               "--prompt-tokens", work.exit_prompt_tokens, "--gen-tokens", work.gen_tokens)
-    if pending(f"{preset}/reference"):
-        ensure_checkpoint(preset, ckpt)
-        child(f"{preset}/reference", "benchmarks.reference_speed", ckpt,
+    if pending("reference"):
+        child("reference", "benchmarks.reference_speed", ensure_checkpoint(preset, ckpt),
               "--prompt-tokens", work.prompt_tokens, "--gen-tokens", work.reference_gen_tokens)
-    if pending(f"{exit_key}/long_context"):
-        child(f"{exit_key}/long_context", "benchmarks.exit_speed", converted(EXIT_QUANT),
+    if pending(f"{EXIT_QUANT}/long_context"):
+        child(f"{EXIT_QUANT}/long_context", "benchmarks.exit_speed", converted(EXIT_QUANT),
               "--long-context", work.context, "--gen-tokens", work.gen_tokens)
-    if pending(f"{preset}/prompt_tuning"):
+    if pending("prompt_tuning"):
         files = [f"--file={q}={converted(q)}" for q in (*QUANTS, TUNING_EXTRA_QUANT)]
-        child(f"{preset}/prompt_tuning", "benchmarks.prompt_tuning", *files, "--prompt-tokens", work.prompt_tokens)
+        child("prompt_tuning", "benchmarks.prompt_tuning", *files, "--prompt-tokens", work.prompt_tokens)
 
 
 def read_through(path: Path) -> None:
@@ -236,9 +172,9 @@ def read_through(path: Path) -> None:
             pass
 
 
-def _convert(ckpt: Path, qtype: str, outdir: Path) -> dict:
+def _convert(ckpt: Path, qtype: str, outdir: Path):
     try:
-        return asdict(convert_once(ckpt, qtype, outdir))
+        return convert_once(ckpt, qtype, outdir)
     except RuntimeError as e:
         raise SuiteError(str(e)) from None
 
@@ -280,11 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             task = progress.add_task("machine: copy bandwidth", total=len(models) * len(QUANTS))
             results.stage("machine", machine, "python -m benchmarks.bandwidth")
             progress.update(task, description="machine: kernel ceilings")
-            ceiling_cmd = _python("benchmarks.kernel_ceiling", "--out", args.workdir / "kernel_ceiling.json",
-                                  *work.child_args())
-            results.stage("kernel_ceiling", lambda: child_json(ceiling_cmd, args.workdir / "kernel_ceiling.json",
-                                                               args.workdir / "kernel_ceiling.log"),
-                          _shown(ceiling_cmd))
+            in_child(results, "kernel_ceiling", "benchmarks.kernel_ceiling", (), args.workdir, work)
             for preset in models:
                 run_model(results, preset, args.workdir, work, progress, task)
                 write_report(results.data, models, command, args.output)

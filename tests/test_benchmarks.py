@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 from gguf import GGUFReader
 
 from benchmarks.bandwidth import copy_bandwidth
 from benchmarks.markdown import replace_section
+from benchmarks.measure import Sizes
 from benchmarks.report import MARKERS, render, write_report
-from benchmarks.roofline import kv_bytes_read, tensor_layout, weight_bytes
-from benchmarks.suite import Results
+from benchmarks.gguf_speed import FileSpeed
+from benchmarks.results import Results, record
+from benchmarks.roofline import kv_bytes_read, weight_bytes
 
 ROUNDS = 2
 BEGIN, END = MARKERS.begin, MARKERS.end
@@ -54,8 +57,8 @@ def test_tensor_layout_tells_files_apart_by_tensors_not_metadata(tiny_gguf, tmp_
     (other_template / "tokenizer_config.json").write_text(json.dumps(config))
     twin = convert_checkpoint(other_template, tmp_path / "twin.gguf", "q8_0", console=Console(file=io.StringIO()))
     assert twin.read_bytes() != path.read_bytes()  # the metadata differs ...
-    assert tensor_layout(twin) == tensor_layout(path)  # ... the tensors do not
-    assert tensor_layout(tiny_gguf(qtype="f16")[1]) != tensor_layout(path)
+    assert weight_bytes(twin).layout == weight_bytes(path).layout  # ... the tensors do not
+    assert weight_bytes(tiny_gguf(qtype="f16")[1]).layout != weight_bytes(path).layout
 
 
 def test_results_resume_and_record_the_command(tmp_path):
@@ -66,10 +69,13 @@ def test_results_resume_and_record_the_command(tmp_path):
     again = Results(path, fresh=False, settings={"rounds": 3})  # a new run with the same sizes resumes
     assert again.stage("a", lambda: calls.append(2) or {"x": 2}, "python -m something")["x"] == 1
     assert calls == [1]
-    saved = json.loads(path.read_text())["a"]
+    saved_data = json.loads(path.read_text())
+    saved = saved_data["a"]
     assert saved["_meta"]["command"] == "python -m something" and len(saved["_meta"]["load_before"]) == 3
     assert "a" not in Results(path, fresh=False, settings={"rounds": 2}).data  # other sizes: start over
     assert "a" not in Results(path, fresh=True, settings={"rounds": 3}).data
+    path.write_text(json.dumps({**saved_data, "format": 1}))  # written by an older suite: not read
+    assert "a" not in Results(path, fresh=False, settings={"rounds": 3}).data
 
 
 def test_a_new_runtime_re_measures_speeds_and_keeps_conversions(tmp_path):
@@ -123,57 +129,58 @@ def measured(tiny_gguf, tmp_path_factory):
     ckpt, path = tiny_gguf(qtype="q8_0")
     _, q4 = tiny_gguf(qtype="q4_0")
     return {
-        "tuning": tune_prompt({"q8_0": path, "q4_0": q4}, prompt_tokens=8, rounds=ROUNDS, threads=1),
+        "tuning": tune_prompt({"q8_0": path, "q4_0": q4}, Sizes(prompt_tokens=8, rounds=ROUNDS, threads=1)),
         "path": path,
-        "speed": measure_file(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1, chat_tokens=5),
-        "no_sweep": measure_file(path, rounds=ROUNDS, threads=1, chat_tokens=5, sweep=False),
-        "exit": measure_exit(path, prompt_tokens=8, gen_tokens=4, rounds=ROUNDS, threads=1),
-        "long": measure_long_context(path, context=600, gen_tokens=3, rounds=ROUNDS, threads=1),  # > n_batch
-        "reference": reference_speed(ckpt, prompt_tokens=8, gen_tokens=3, runs=ROUNDS, threads=1).to_dict(),
+        "speed": measure_file(path, Sizes(8, 4, ROUNDS, 1), chat_tokens=5),
+        "no_sweep": measure_file(path, Sizes(rounds=ROUNDS, threads=1), chat_tokens=5, sweep=False),
+        "exit": measure_exit(path, Sizes(8, 4, ROUNDS, 1)),
+        "long": measure_long_context(path, Sizes(gen_tokens=3, rounds=ROUNDS, threads=1), context=600),  # > n_batch
+        "reference": reference_speed(ckpt, Sizes(8, 3, ROUNDS, 1)),
     }
 
 
 def test_file_measurement(measured):
     s = measured["speed"]
-    assert [r["label"] for r in s["rows"]] == ["T=1", "T=2", "T=3", "T=4"]
-    assert [r["loops"] for r in s["rows"]] == [1, 2, 3, 4]
-    for r in s["rows"]:
-        assert r["prompt_tokens"] == 8 and r["gen_tokens"] == 4
-        assert len(r["prompt_tps_runs"]) == len(r["decode_tps_runs"]) == ROUNDS
-        assert min(r["decode_tps_runs"]) <= r["decode_tps"] <= max(r["decode_tps_runs"])
-    assert s["kv_bytes_per_token_measured"] == s["kv_bytes_per_token"]  # the context's buffer vs the formula
-    assert s["chat"]["generated_tokens"] == 5 and s["chat"]["prompt_tail"].endswith("assistant\n")
+    assert [r.label for r in s.rows] == ["T=1", "T=2", "T=3", "T=4"]
+    assert [r.loops for r in s.rows] == [1, 2, 3, 4]
+    for r in s.rows:
+        assert r.prompt_tokens == 8 and r.gen_tokens == 4
+        assert len(r.prompt_tps_runs) == len(r.decode_tps_runs) == ROUNDS
+        assert min(r.decode_tps_runs) <= r.decode_tps <= max(r.decode_tps_runs)
+    assert s.kv_bytes_per_token_measured == s.kv_bytes_per_token  # the context's buffer vs the formula
+    assert s.chat.generated_tokens == 5 and s.chat.prompt_tail.endswith("assistant\n")
     twin = measured["no_sweep"]  # a file whose tensors another file measured: no loop sweep, the rest as before
-    assert twin["rows"] == [] and twin["chat"]["generated_tokens"] == 5
-    assert twin["kv_bytes_per_token_measured"] == s["kv_bytes_per_token_measured"]
+    assert twin.rows == [] and twin.chat.generated_tokens == 5
+    assert twin.kv_bytes_per_token_measured == s.kv_bytes_per_token_measured
+    assert record(FileSpeed, json.loads(json.dumps(asdict(s)))) == s  # what the suite saves reads back the same
 
 
 def test_exit_measurement(measured):
     e = measured["exit"]
-    rows = {r["label"]: r for r in e["skip"]}
+    rows = {r.label: r for r in e.rows}
     assert list(rows) == ["select", "skip k=1", "skip k=2", "skip k=3", "skip q=1.0"]
-    for k in (1, 2, 3):  # the runtime reports the forced exit loop
-        assert rows[f"skip k={k}"]["loops"] == k and rows[f"skip k={k}"]["loops_run_last_decode"] == [k]
-    assert rows["select"]["loops_run_last_decode"] == rows["skip q=1.0"]["loops_run_last_decode"] == [4]
-    assert rows["skip k=1"]["gen_tokens"] == 4
-    assert e["kv_bytes_4096"]["share"] * 4 == e["kv_bytes_4096"]["full"]
+    for k in (1, 2, 3):  # the runtime reports the forced exit loop for every decoded token
+        assert rows[f"skip k={k}"].loops == k and rows[f"skip k={k}"].mean_loops == k
+    assert rows["select"].mean_loops == rows["skip q=1.0"].mean_loops == 4
+    assert rows["skip k=1"].gen_tokens == 4
+    assert e.kv_bytes_4096["share"] * 4 == e.kv_bytes_4096["full"]
     long = measured["long"]
-    assert long["context"] == 600 and long["gen_tokens"] == 3 and set(long["decode_tps"]) == {"full", "share"}
-    assert all(len(runs) == ROUNDS for runs in long["runs"].values())
+    assert long.context == 600 and long.gen_tokens == 3 and set(long.decode_tps) == {"full", "share"}
+    assert all(len(runs) == ROUNDS for runs in long.runs.values())
 
 
 def test_prompt_tuning_configurations(measured):
-    rows = measured["tuning"]
-    assert [(r["file"], r["n_ubatch"], r["threads"]) for r in rows] == [
+    rows = measured["tuning"].rows
+    assert [(r.file, r.n_ubatch, r.threads) for r in rows] == [
         ("q8_0", 512, 1), ("q4_0", 512, 1), ("q8_0", 32, 1), ("q8_0", 512, 2)]
     for r in rows:
-        assert r["loops"] == 1 and r["prompt_tokens"] == 8 and len(r["prompt_tps_runs"]) == ROUNDS
+        assert r.loops == 1 and r.prompt_tokens == 8 and len(r.prompt_tps_runs) == ROUNDS
 
 
 def test_reference_measurement(measured):
     r = measured["reference"]
-    assert r["dtype"] == "bfloat16" and r["threads"] == 1 and r["prompt_tokens"] == 8
-    assert len(r["prompt_tps_runs"]) == len(r["decode_tps_runs"]) == ROUNDS and r["decode_tps"] > 0
+    assert r.dtype == "bfloat16" and r.threads == 1 and r.prompt_tokens == 8
+    assert len(r.prompt_tps_runs) == len(r.decode_tps_runs) == ROUNDS and r.decode_tps > 0
 
 
 def _meta(command: str) -> dict:
@@ -183,33 +190,32 @@ def _meta(command: str) -> dict:
 
 def test_report_from_measurements(measured, tmp_path):
     path = measured["path"]
-    info = {"info": {"parameters": 123_456, "loops": 4}, "_meta": _meta("ouro info")}
+    info = {"parameters": 123_456, "loops": 4, "_meta": _meta("ouro info")}
     data = {
         "machine": {"cpu": "test CPU", "cores": 2, "python": "3.11",
-                    "bandwidth": [copy_bandwidth(1 << 20, runs=1).to_dict()], "_meta": _meta("bandwidth")},
+                    "bandwidth": [asdict(copy_bandwidth(1 << 20, runs=1))], "_meta": _meta("bandwidth")},
         "tiny/q8_0/convert": {"seconds": 1.0, "peak_rss": 1 << 30, "file_bytes": 1 << 20, "_meta": _meta("convert")},
-        "tiny/q8_0/weights": {**weight_bytes(path).to_dict(), "_meta": _meta("weights")},
+        "tiny/q8_0/weights": {**asdict(weight_bytes(path)), "_meta": _meta("weights")},
         "tiny/q8_0/info": info,
-        "tiny/q8_0/speed": {**measured["speed"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.gguf_speed")},
-        "tiny/q8_0/exit": {**measured["exit"], "_meta": _meta("python -m benchmarks.exit_speed")},
-        "tiny/q8_0/long_context": {**measured["long"], "_meta": _meta("python -m benchmarks.exit_speed --long-context 600")},
-        "tiny/prompt_tuning": {"rows": measured["tuning"], "threads": 1, "rounds": ROUNDS,
-                               "_meta": _meta("python -m benchmarks.prompt_tuning")},
-        "tiny/reference": {**measured["reference"], "peak_rss": 1 << 29, "_meta": _meta("python -m benchmarks.reference_speed")},
-        "kernel_ceiling": {"cpu": {"family": "23", "model": "1", "simd": ["avx2", "fma"]}, "threads": 2, "rounds": 1,
-                           "rows": 5632, "cols": 2048, "streamed_matrices": 40, "cached_bytes": 4 << 20,
-                           "prompt_tokens": 512, "_meta": _meta("python -m benchmarks.kernel_ceiling"),
-                           "attention_layers": 8, "attention_tokens": 3072,
+        "tiny/q8_0/speed": {**asdict(measured["speed"]), "peak_rss": 1 << 29,
+                            "_meta": _meta("python -m benchmarks.gguf_speed")},
+        "tiny/q8_0/exit": {**asdict(measured["exit"]), "_meta": _meta("python -m benchmarks.exit_speed")},
+        "tiny/q8_0/long_context": {**asdict(measured["long"]),
+                                   "_meta": _meta("python -m benchmarks.exit_speed --long-context 600")},
+        "tiny/prompt_tuning": {**asdict(measured["tuning"]), "_meta": _meta("python -m benchmarks.prompt_tuning")},
+        "tiny/reference": {**asdict(measured["reference"]), "peak_rss": 1 << 29,
+                           "_meta": _meta("python -m benchmarks.reference_speed")},
+        "kernel_ceiling": {"cpu": {"name": "test CPU", "family": "23", "model": "1", "simd": ["avx2", "fma"]},
+                           "threads": 2, "rounds": 1, "_meta": _meta("python -m benchmarks.kernel_ceiling"),
                            "kernels": [{"type": "q8_0", "label": "Q8_0", "used_by": "Q8_0 files", "buffer": "CPU",
-                                        "streamed_gbps_median": 10.0, "cached_gbps_median": 11.0,
-                                        "prompt_gops_median": 40.0},
+                                        "streamed_gbps": [10.0], "cached_gbps": [11.0], "prompt_gops": [40.0]},
                                        {"type": "attn_f16", "label": "attention, F16 KV", "used_by": "every file",
-                                        "buffer": "CPU", "streamed_gbps_median": 8.0, "cached_gbps_median": 8.0,
-                                        "prompt_gops_median": None}]},
+                                        "buffer": "CPU", "streamed_gbps": [8.0], "cached_gbps": [8.0],
+                                        "prompt_gops": []}]},
         "twin/q8_0/convert": {"seconds": 1.0, "peak_rss": 1 << 30, "file_bytes": 1 << 20, "_meta": _meta("convert")},
-        "twin/q8_0/weights": {**weight_bytes(path).to_dict(), "_meta": _meta("weights")},
+        "twin/q8_0/weights": {**asdict(weight_bytes(path)), "_meta": _meta("weights")},
         "twin/q8_0/info": info,
-        "twin/q8_0/speed": {**measured["no_sweep"], "same_tensors_as": "tiny", "peak_rss": 1 << 29,
+        "twin/q8_0/speed": {**asdict(measured["no_sweep"]), "same_tensors_as": "tiny", "peak_rss": 1 << 29,
                             "_meta": _meta("python -m benchmarks.gguf_speed --no-sweep")},
     }
     text = render(data, ["tiny", "other", "twin"], ["q8_0", "q4_k_m"], "python -m benchmarks --quick", ref_model="tiny",

@@ -28,9 +28,9 @@ def test_every_kernel_computes_correctly(harness, kernel, tokens):
     r = kc.run(harness, kernel, matrices=matrices, rows=64, tokens=tokens, iters=2, threads=2)
     # weights: the activation is quantized to 8 bits on the way in, so the product is close to float,
     # never equal; attention: F16 products accumulate in F32 in another order than the double reference
-    assert 0 < r["relative_error"] <= kc.MAX_RELATIVE_ERROR
-    assert r["buffer"] == ("CPU_REPACK" if kernel.repack else "CPU")
-    assert r["weight_bytes"] == matrices * 64 * kernel.row_bytes() and r["median_seconds"] > 0
+    assert 0 < r.relative_error <= kc.MAX_RELATIVE_ERROR
+    assert r.buffer == ("CPU_REPACK" if kernel.repack else "CPU")
+    assert r.weight_bytes == matrices * 64 * kernel.row_bytes() and r.median_seconds > 0
 
 
 def test_a_result_off_by_more_than_the_bound_is_an_error(harness, monkeypatch):
