@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gguf import LlamaFileType
 
+from convert.checkpoint import REQUIRED_FILES
 from hub import hf, hf_cache, store
 from hub.errors import HubError
 from runtime.gguf_header import read_header
@@ -83,7 +84,9 @@ def _downloaded() -> list[Entry]:
                 entry = _gguf_entry(path, f"{at}/{path.relative_to(snapshot).as_posix()}", "gguf")
                 found += [entry] if entry else []
             config = _ouro_config(snapshot / "config.json")
-            if config is not None:
+            # A snapshot without its weights is not a model: huggingface_hub keeps the small files an
+            # interrupted download finished (for the next run) and links the large one only once it is whole.
+            if config is not None and all((snapshot / f).is_file() for f in REQUIRED_FILES):
                 found.append(Entry(name=at, kind="checkpoint", type=str(config.get("torch_dtype", "?")),
                                    size=sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file()),
                                    loops=config.get("total_ut_steps"), path=snapshot))

@@ -1,8 +1,9 @@
 """The calls into huggingface_hub, with its errors turned into one line each.
 
 huggingface_hub owns the Hugging Face cache, the token (HF_TOKEN or `hf auth login`), HF_ENDPOINT,
-HF_HUB_OFFLINE, retries, resuming an interrupted transfer with a Range request, and the progress bars;
-nothing here re-implements any of it. It is the optional `hub` extra, so it is imported on first use.
+HF_HUB_OFFLINE, retries, resuming an interrupted transfer with a Range request (within a run; 2.4 deletes
+a failed transfer's temporary file, so the next run starts that file again) and the progress bars; nothing
+here re-implements any of it. It is the optional `hub` extra, so it is imported on first use.
 """
 
 from __future__ import annotations

@@ -6,8 +6,11 @@ in the file name for a repo of GGUF files (Q4_K_M picks `model-Q4_K_M.gguf`), as
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+
+from hub.errors import HubError
 
 _REFERENCE = re.compile(
     r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)"
@@ -37,3 +40,13 @@ def parse_reference(text: str) -> HubRef | None:
     if m is None or m["repo"].endswith(".gguf") or ".." in m["repo"] or (m["file"] and "/../" in f"/{m['file']}"):
         return None
     return HubRef(repo_id=m["repo"], revision=m["revision"], tag=m["tag"], filename=m["file"])
+
+
+def with_type(ref: HubRef, type_name: str) -> HubRef:
+    """`ref` with the TYPE given as `--type`, which means the same as the `:TYPE` suffix (and must not
+    contradict one; the case does not matter, as everywhere a type is named)."""
+    if ref.filename is not None:
+        raise HubError(f"{ref} names a file; --type {type_name} cannot apply to it")
+    if ref.tag is not None and ref.tag.lower() != type_name.lower():
+        raise HubError(f"{ref} asks for type {ref.tag} and --type for {type_name}; give only one")
+    return dataclasses.replace(ref, tag=ref.tag or type_name)

@@ -22,15 +22,19 @@ from convert.hparams import OuroHParams
 from hub import hf, hf_cache, store
 from hub.confirm import confirm_download
 from hub.errors import HubError
-from hub.reference import HubRef, parse_reference
+from hub.reference import HubRef, parse_reference, with_type
 
 DEFAULT_TYPE = "q8_0"  # the converter's default (`ouro convert -t`)
 DEFAULT_QUANT = "Q4_K_M"  # the file taken from a repo of several GGUFs when none is named (llama.cpp's choice)
 
 
-def model_file(model: str, console: Console, yes: bool = False) -> tuple[Path, str]:
-    """(the GGUF to load for MODEL, what to call it)."""
+def model_file(model: str, console: Console, yes: bool = False, type_name: str | None = None) -> tuple[Path, str]:
+    """(the GGUF to load for MODEL, what to call it); `type_name` (--type) as if MODEL ended in :TYPE."""
     ref = _reference(model)
+    if type_name is not None:
+        if ref is None:
+            raise HubError(f"--type {type_name} applies to a Hugging Face repo id, and {model!r} is a local path")
+        ref = with_type(ref, type_name)
     if ref is None:
         return Path(model), model
     listing = hf.list_files(ref)
@@ -140,6 +144,9 @@ def _pick_gguf(ref: HubRef, listing: hf.RepoListing) -> str:
         return ref.filename
     ggufs = sorted(f for f in listing.sizes if f.endswith(".gguf"))
     if not ggufs:
+        if listing.from_cache:  # e.g. the small files of a checkpoint whose download was interrupted
+            raise HubError(f"{ref}: the Hub cannot be asked and the local Hugging Face cache holds only "
+                           f"{', '.join(sorted(listing.sizes))} of it")
         raise HubError(f"{ref.repo_id} holds neither an Ouro checkpoint (config.json, model.safetensors) "
                        "nor .gguf files")
     if ref.tag is None and len(ggufs) == 1:

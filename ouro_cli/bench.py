@@ -4,13 +4,15 @@ For each configuration (select mode at loops 1..T, then skip mode at the file's 
 thresholds, when the runtime has it; at threshold 1 skip mode never exits early, so it is not measured) the model evaluates a fixed prompt from an empty KV cache and then decodes a fixed number of
 tokens greedily with end-of-turn disabled, `--repeats` times; the table shows the medians. Everything goes
 through the Python API (benchmarks.measure, which the benchmark suite uses too), so the numbers are what
-`ouro chat` and `ouro serve` get.
+`ouro chat` and `ouro serve` get. MODEL is resolved as theirs is (hub.resolve): a file, or a Hugging Face
+reference downloaded and converted once.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -19,6 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from benchmarks.measure import PROMPT_WORD, SpeedRow, measure_row
+from hub.resolve import model_file
 from ouro_cli import model_options as opt
 from runtime import Settings, load
 from runtime.errors import OuroRuntimeError
@@ -43,12 +46,12 @@ class BenchResult:
                 "rows": rows, "skip_mode": self.skip_mode}
 
 
-def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int = 64, gen_tokens: int = 32,
-              repeats: int = 3, settings: Settings = Settings(),
+def run_bench(path: str | Path, *, label: str | None = None, loops: list[int] | None = None,
+              prompt_tokens: int = 64, gen_tokens: int = 32, repeats: int = 3, settings: Settings = Settings(),
               skip_thresholds: list[float] = DEFAULT_SKIP_THRESHOLDS, console: Console | None = None) -> BenchResult:
     """Measure `path` at each loop count (default 1..the file's), then in skip mode at each of
     `skip_thresholds` if the runtime has skip mode; `settings` for the rest (threads, KV cache), with a
-    context just large enough."""
+    context just large enough. `label` names the model in the result (default: `path`)."""
     console = console or Console(stderr=True)
     prompt = PROMPT_WORD * prompt_tokens
     n_ctx = prompt_tokens + gen_tokens + 16
@@ -75,8 +78,8 @@ def run_bench(path: str, *, loops: list[int] | None = None, prompt_tokens: int =
                     model.set_exit_threshold(q)
                     rows.append(measure_row(model, "skip", prompt, gen_tokens, repeats, advance, threshold=q))
                 skip_mode = "measured"
-    return BenchResult(model=str(path), threads=settings.n_threads, n_ctx=n_ctx, repeats=repeats, rows=rows,
-                       skip_mode=skip_mode)
+    return BenchResult(model=label or str(path), threads=settings.n_threads, n_ctx=n_ctx, repeats=repeats,
+                       rows=rows, skip_mode=skip_mode)
 
 
 def render(console: Console, result: BenchResult) -> None:
@@ -108,7 +111,7 @@ def _parse_list(text: str, option: str, kind: type, low: float, high: float) -> 
 
 @app.command("bench")
 def bench(
-    model: Annotated[str, typer.Argument(help="An Ouro GGUF file.")],
+    model: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     loops: Annotated[Optional[str], typer.Option("--loops", help="Loop counts to measure, e.g. 1,2,4 (default: 1..the file's).")] = None,
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", "-p", min=1, help="Prompt length in tokens.")] = 64,
@@ -116,15 +119,18 @@ def bench(
     repeats: Annotated[int, typer.Option("--repeats", "-r", min=1, help="Runs per configuration (the median is shown).")] = 3,
     skip_thresholds: Annotated[str, typer.Option("--skip-thresholds", help="Exit thresholds to measure skip mode at, e.g. 0.5,0.9 (empty: none).")] = ",".join(map(str, DEFAULT_SKIP_THRESHOLDS)),
     threads: opt.Threads = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
+    yes: opt.Yes = False, model_type: opt.ModelType = None,
 ) -> None:
     """Measure prompt and decode tokens/s at loops 1..T and in skip mode (early exit that skips compute)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
-        result = run_bench(model, loops=None if loops is None else _parse_list(loops, "--loops", int, 1, 16),
-                           prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats,
-                           settings=opt.settings(phone=phone, threads=threads, kv_type=kv_type),
-                           skip_thresholds=_parse_list(skip_thresholds, "--skip-thresholds", float, 0, 1)
-                           if skip_thresholds.strip() else [], console=err)
+        # Every flag is checked before MODEL is resolved, which may mean a large download.
+        settings = opt.settings(phone=phone, threads=threads, kv_type=kv_type)
+        loop_counts = None if loops is None else _parse_list(loops, "--loops", int, 1, 16)
+        thresholds = _parse_list(skip_thresholds, "--skip-thresholds", float, 0, 1) if skip_thresholds.strip() else []
+        file, label = model_file(model, err, yes, model_type and model_type.value)
+        result = run_bench(file, label=label, loops=loop_counts, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                           repeats=repeats, settings=settings, skip_thresholds=thresholds, console=err)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -303,6 +303,7 @@ def chat(
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
     kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
+    model_type: opt.ModelType = None,
 ) -> None:
     """Chat with an Ouro model in the terminal (streaming, multi-turn, /help for commands)."""
     console = Console(highlight=False, soft_wrap=True)
@@ -312,7 +313,7 @@ def chat(
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
                                 exit_mode=exit_mode, kv=kv, kv_type=kv_type)
-        opened = opt.open_model(model, settings, err, yes=yes)
+        opened = opt.open_model(model, settings, err, yes=yes, type_name=model_type)
         m = opened.model
         m.default_sampling.updated(**params)  # reject bad values now rather than at the first answer
     console.print(f"[bold]ouro chat[/bold] · {escape(opened.label)}")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,19 +12,17 @@ from rich.markup import escape
 
 from convert.convert import convert_checkpoint
 from convert.errors import ConvertError
-from convert.plan import OUTPUT_TYPES
 from hub.resolve import checkpoint_source
+from ouro_cli import model_options as opt
 
 app = typer.Typer()
-
-OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, type=str)
 
 
 @app.command("convert")
 def convert(
     src: Annotated[str, typer.Argument(help="Checkpoint directory, or a Hugging Face repo id, optionally @REVISION (downloaded unless cached).")],
     outfile: Annotated[Optional[Path], typer.Option("--outfile", "-o", help="Output file (default: <model-name>-<type>.gguf here).")] = None,
-    qtype: Annotated[OutputTypeName, typer.Option("--type", "-t", case_sensitive=False, help="Tensor type of the weight matrices; K-quants need `ouro runtime build`.")] = OutputTypeName["q8_0"],
+    qtype: opt.ConvertType = opt.OutputTypeName["q8_0"],
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file if it exists.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Download a large checkpoint without asking.")] = False,
 ) -> None:

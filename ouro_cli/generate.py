@@ -28,6 +28,7 @@ def generate(
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
     kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
+    model_type: opt.ModelType = None,
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
     repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
     ignore_eos: opt.IgnoreEos = False,
@@ -43,7 +44,7 @@ def generate(
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
                                 exit_mode=exit_mode, kv=kv, kv_type=kv_type)
-        m = opt.open_model(model, settings, err, yes=yes).model
+        m = opt.open_model(model, settings, err, yes=yes, type_name=model_type).model
         with m:
             if as_json:
                 completion = m.generate(text, **params)

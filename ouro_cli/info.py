@@ -116,7 +116,7 @@ def info(
     file: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     ctx: opt.Ctx = None, kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
-    yes: opt.Yes = False,
+    yes: opt.Yes = False, model_type: opt.ModelType = None,
 ) -> None:
     """Show an Ouro GGUF's architecture, loops, exit gate, quantization, chat template and memory needs."""
     err = Console(stderr=True, highlight=False)
@@ -124,7 +124,7 @@ def info(
         if ctx is not None and ctx < 1:
             raise typer.BadParameter("--ctx must be at least 1")
         settings = opt.settings(phone=phone, ctx=ctx, kv=kv, kv_type=kv_type)
-        summary = validate_gguf(model_file(file, err, yes)[0])
+        summary = validate_gguf(model_file(file, err, yes, model_type and model_type.value)[0])
         plan = plan_for(summary, settings)  # runtime/memory_plan.py
         ctx = settings.n_ctx
     if as_json:

@@ -2,7 +2,12 @@
 
 Each command declares the options with these annotated types (Typer has no option groups), then turns
 them into one `Settings` with `settings(...)` (the --phone preset, then the flags given) and calls
-`open_model(path, settings, console, yes=...)` (PATH may be a Hugging Face reference: hub.resolve).
+`open_model(path, settings, console, yes=..., type_name=...)` (PATH may be a Hugging Face reference:
+hub.resolve).
+
+`--type` is the one option named like `ouro convert`'s: the same choices (convert.plan.OUTPUT_TYPES) and
+validation, `OutputTypeName`. On `ouro convert` its short form is `-t`; on the commands that load a model
+`-t` stays `--threads`, llama.cpp's meaning, which scripts already rely on.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from convert.plan import OUTPUT_TYPES
 from runtime import OuroModel
 from runtime.errors import OuroRuntimeError
 from runtime.keys import EXIT_MODES, KV_MODES
@@ -30,6 +36,7 @@ from runtime.validate import validate_gguf
 ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
 KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
 KvType = Enum("KvType", {t: t for t in KV_TYPES}, type=str)
+OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, type=str)
 
 # The MODEL argument of every command that loads one (hub.resolve turns a repo reference into a file).
 # No square brackets: Typer's help is Rich markup.
@@ -52,6 +59,8 @@ ExitThreshold = Annotated[Optional[float], typer.Option("--exit-threshold", help
 ExitModeOpt = Annotated[Optional[ExitMode], typer.Option("--exit-mode", help="select (default): run every loop, read the exit loop; skip: stop computing at the exit.", rich_help_panel=_R)]
 KvOpt = Annotated[Optional[KvMode], typer.Option("--kv", help="full (default): one KV slot per loop and layer; share: generated tokens keep only their last loop's.", rich_help_panel=_R)]
 KvTypeOpt = Annotated[Optional[KvType], typer.Option("--kv-type", help="KV cache element type: f16 (default) or q8_0 (half the memory).", rich_help_panel=_R)]
+ConvertType = Annotated[OutputTypeName, typer.Option("--type", "-t", case_sensitive=False, help="Tensor type of the weight matrices; K-quants need `ouro runtime build`.")]
+ModelType = Annotated[Optional[OutputTypeName], typer.Option("--type", case_sensitive=False, help="With a Hugging Face repo id: the type a checkpoint is converted to once (default q8_0), or the quant of a GGUF repo's file; the same as a :TYPE suffix. (-t is --threads, as in llama.cpp.)", rich_help_panel=_R)]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Download a large model from the Hugging Face Hub without asking.", rich_help_panel=_R)]
 Phone = Annotated[bool, typer.Option("--phone", help="Small-memory preset: --kv share, a q8_0 KV cache, --ctx 2048, 4 threads (replaces those options).", rich_help_panel=_R)]
 
@@ -84,11 +93,14 @@ class OpenedModel:
     synthetic: bool     # the embedded random-weight stand-in
 
 
-def open_model(path: Optional[str], settings: Settings, console: Console, *, yes: bool = False) -> OpenedModel:
+def open_model(path: Optional[str], settings: Settings, console: Console, *, yes: bool = False,
+               type_name: OutputTypeName | None = None) -> OpenedModel:
     """Load MODEL (a file or a Hugging Face reference), or with none the embedded model (converted into the
-    cache on first use); `yes` downloads a large model without asking."""
+    cache on first use); `yes` downloads a large model without asking; `type_name` is --type."""
     synthetic = False
     if path is None:
+        if type_name is not None:
+            raise OuroRuntimeError(f"--type {type_name.value} needs a Hugging Face repo id as MODEL")
         from ouro_cli.embedded import embedded_model
 
         embedded = embedded_model(console)
@@ -96,7 +108,7 @@ def open_model(path: Optional[str], settings: Settings, console: Console, *, yes
     else:
         from hub.resolve import model_file
 
-        file, label = model_file(path, console, yes)
+        file, label = model_file(path, console, yes, type_name and type_name.value)
     summary = validate_gguf(file)
     block_values = KV_TYPES[settings.kv_type][1]
     if summary.head_dim % block_values:  # --phone on a model whose heads a q8_0 block cannot split

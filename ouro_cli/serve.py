@@ -37,13 +37,14 @@ def serve(
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
     kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
+    model_type: opt.ModelType = None,
 ) -> None:
     """Serve an Ouro model over an OpenAI-compatible HTTP API (chat, completions, streaming)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
                                 exit_mode=exit_mode, kv=kv, kv_type=kv_type)
-        opened = opt.open_model(model, settings, err, yes=yes)
+        opened = opt.open_model(model, settings, err, yes=yes, type_name=model_type)
         model_id = opened.model.path.stem
         try:
             server = OuroServer(opened.model, model_id, host, port,

@@ -12,7 +12,7 @@ from rich.console import Console
 from hub import confirm
 from hub.confirm import confirm_download
 from hub.errors import HubError
-from hub.reference import HubRef, parse_reference
+from hub.reference import HubRef, parse_reference, with_type
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -30,6 +30,25 @@ def test_references(text, expected):
                                   "a/b/../../etc/x.gguf"])
 def test_paths_are_not_references(text):
     assert parse_reference(text) is None
+
+
+@pytest.mark.parametrize("text, type_name, expected", [
+    ("ByteDance/Ouro-1.4B", "q4_k_m", "ByteDance/Ouro-1.4B:q4_k_m"),
+    ("ByteDance/Ouro-1.4B@v1:q4_k_m", "q4_k_m", "ByteDance/Ouro-1.4B@v1:q4_k_m"),
+    ("user/repo:Q8_0", "q8_0", "user/repo:Q8_0"),  # a GGUF repo's quant, named in either case
+])
+def test_type_option_is_the_type_suffix(text, type_name, expected):
+    assert str(with_type(parse_reference(text), type_name)) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("user/repo:q8_0", "user/repo:q8_0 asks for type q8_0 and --type for f16; give only one"),
+    ("user/repo/model.gguf", "user/repo/model.gguf names a file; --type f16 cannot apply to it"),
+])
+def test_type_option_that_contradicts_the_reference(text, message):
+    with pytest.raises(HubError) as e:
+        with_type(parse_reference(text), "f16")
+    assert str(e.value) == message
 
 
 REF = HubRef("ByteDance/Ouro-1.4B", None, None, None)
