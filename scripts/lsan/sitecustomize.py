@@ -4,8 +4,8 @@ scripts/sanitize.sh puts this directory on PYTHONPATH, so every Python process o
 and the children it starts (the fuzz workers), which inherit the environment. LeakSanitizer (part of the
 preloaded ASan runtime) normally checks at the C exit, after CPython's finalization has torn the interpreter
 half down and left thousands of objects no longer referenced from anywhere: reports about CPython, not about
-llama.cpp. This atexit handler is registered first, so it runs last among Python's own (after Llama objects
-closed by other handlers), while every live object is still referenced from the interpreter's state; with
+llama.cpp. This atexit handler is registered first, so it runs last among Python's own (after whatever
+cleanup the others do), while every live object is still referenced from the interpreter's state; with
 PYTHONMALLOC=malloc those objects are ASan heap blocks that LeakSanitizer scans, so memory still held by
 Python counts as reachable and what is reported is memory nothing points to: a real leak. The first check
 disables the one at the C exit.
