@@ -7,8 +7,9 @@ half down and left thousands of objects no longer referenced from anywhere: repo
 llama.cpp. This atexit handler is registered first, so it runs last among Python's own (after whatever
 cleanup the others do), while every live object is still referenced from the interpreter's state; with
 PYTHONMALLOC=malloc those objects are ASan heap blocks that LeakSanitizer scans, so memory still held by
-Python counts as reachable and what is reported is memory nothing points to: a real leak. The first check
-disables the one at the C exit.
+Python counts as reachable and what is reported is memory nothing points to: a real leak. (Not so for a
+model or context still open: llama-cpp-python keeps their pointers as Python ints, which LeakSanitizer cannot
+read; README, "Sanitizers".) The first check disables the one at the C exit.
 """
 
 import atexit
