@@ -112,7 +112,9 @@ def measure(files: dict[str, Path], rounds: int, threads: int, jobs: int) -> dic
     for (q, name), loaded, run in zip(order, loads, peaks):
         runs[q][name].append({**run, "load_seconds": loaded["load_seconds"], "load_peak": loaded["peak"]})
     plans = {q: plan_for(validate_gguf(path), Settings(n_ctx=N_CTX)) for q, path in files.items()}
-    return {"cpu": cpu_features()["name"], "rounds": rounds, "threads": threads, "jobs": jobs, "runs": runs,
+    cpu = cpu_features()
+    return {"cpu": f"{cpu['name']} (family {cpu['family']} model {cpu['model']}, {'/'.join(cpu['simd']).upper()})",
+            "rounds": rounds, "threads": threads, "jobs": jobs, "runs": runs,
             "plans": {q: p.to_dict() for q, p in plans.items()}}
 
 
@@ -133,11 +135,13 @@ def render(data: dict, command: str) -> str:
                          " / ".join(f"{p / gib:.2f}" for p in peaks),
                          f"{runs[-1]['rss_file'] / gib:.2f} + {runs[-1]['rss_anon'] / gib:.2f}",
                          f"{budget(plan) / gib:.2f}", f"{worst / budget(plan):.3f}",
+                         f"{max(r['peak'] - r['interpreter'] for r in runs) / budget(plan):.3f}",
                          " / ".join(f"{r['load_seconds']:.2f}" for r in runs)))
     interpreter = statistics.median(r["interpreter"] for m in data["runs"].values() for rs in m.values() for r in rs)
     repacked = ", ".join(f"{q.upper()} {p['held']['repacked'] / gib:.2f} GiB" for q, p in data["plans"].items())
     lines = table(("file", "setting", "weights", "peak RSS per round, GiB", "RssFile + RssAnon at the end, GiB",
-                   "plan: weights + KV + compute, GiB", "worst peak / plan", "load s per round"), rows,
+                   "plan: weights + KV + compute, GiB", "worst peak / plan", "without the interpreter",
+                   "load s per round"), rows,
                   right_from=3)
     return f"""## Memory: mmap and repacked weights (issue 22)
 
@@ -146,7 +150,8 @@ def render(data: dict, command: str) -> str:
 {data["cpu"]}, {data["threads"]} thread(s) per child, {data["rounds"]} rounds taking turns (the order swapped
 each round). Ouro-1.4B shape (random weights), loaded with `runtime.load`, then a {PROMPT_TOKENS}-token prompt and
 {GEN_TOKENS} greedy tokens at n_ctx {N_CTX}, full F16 KV; peak = VmHWM of a fresh interpreter per measurement
-(the interpreter with numpy and llama_cpp imported is {interpreter / 2**20:.0f} MiB of it). "mmap on" is how
+(the interpreter with numpy and llama_cpp imported, VmRSS before the load, is {interpreter / 2**20:.0f} MiB of
+it; "without the interpreter" subtracts each child's own). "mmap on" is how
 every load ran before (llama-cpp-python's default); the default now reads the file into memory when the CPU
 backend repacks some of its matrices (`runtime.weights`; here: {repacked}) and maps it otherwise. The plan
 is `ouro info FILE --ctx {N_CTX}`'s weights + KV cache + compute buffers; the issue allows 1.05. Load
