@@ -27,7 +27,8 @@ def generate(
     # Settings first, then sampling: each group shows in its own help panel.
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
-    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, mmap: opt.MmapOpt = None, phone: opt.Phone = False,
+    yes: opt.Yes = False,
     model_type: opt.ModelType = None,
     temp: opt.Temp = None, top_p: opt.TopP = None, top_k: opt.TopK = None, min_p: opt.MinP = None,
     repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None, max_tokens: opt.MaxTokens = None,
@@ -43,7 +44,7 @@ def generate(
         params = opt.sampling(temp=temp, top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty,
                               seed=seed, max_tokens=max_tokens, ignore_eos=ignore_eos)
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                                exit_mode=exit_mode, kv=kv, kv_type=kv_type)
+                                exit_mode=exit_mode, kv=kv, kv_type=kv_type, mmap=mmap)
         m = opt.open_model(model, settings, err, yes=yes, type_name=model_type).model
         with m:
             if as_json:

@@ -115,15 +115,15 @@ def render(console: Console, s: GGUFSummary, n_ctx: int, extra_rows: list[tuple[
 def info(
     file: Annotated[str, typer.Argument(help=opt.MODEL_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
-    ctx: opt.Ctx = None, kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False,
-    yes: opt.Yes = False, model_type: opt.ModelType = None,
+    ctx: opt.Ctx = None, kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, mmap: opt.MmapOpt = None,
+    phone: opt.Phone = False, yes: opt.Yes = False, model_type: opt.ModelType = None,
 ) -> None:
     """Show an Ouro GGUF's architecture, loops, exit gate, quantization, chat template and memory needs."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         if ctx is not None and ctx < 1:
             raise typer.BadParameter("--ctx must be at least 1")
-        settings = opt.settings(phone=phone, ctx=ctx, kv=kv, kv_type=kv_type)
+        settings = opt.settings(phone=phone, ctx=ctx, kv=kv, kv_type=kv_type, mmap=mmap)
         summary = validate_gguf(model_file(file, err, yes, model_type and model_type.value)[0])
         plan = plan_for(summary, settings)  # runtime/memory_plan.py
         ctx = settings.n_ctx

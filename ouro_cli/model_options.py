@@ -30,13 +30,14 @@ from runtime.keys import EXIT_MODES, KV_MODES
 from runtime.kv import KV_TYPES
 from runtime.loading import open_checked, plan_for
 from runtime.memory_plan import available_memory, fit_warning, human_bytes
-from runtime.settings import DEFAULT_CTX, PRESETS, Settings
+from runtime.settings import DEFAULT_CTX, MMAP_MODES, PRESETS, Settings
 from runtime.validate import validate_gguf
 
 ExitMode = Enum("ExitMode", {m: m for m in EXIT_MODES}, type=str)
 KvMode = Enum("KvMode", {m: m for m in KV_MODES}, type=str)
 KvType = Enum("KvType", {t: t for t in KV_TYPES}, type=str)
 OutputTypeName = Enum("OutputTypeName", {name: name for name in OUTPUT_TYPES}, type=str)
+MmapMode = Enum("MmapMode", {m: m for m in MMAP_MODES}, type=str)
 
 # The MODEL argument of every command that loads one (hub.resolve turns a repo reference into a file).
 # No square brackets: Typer's help is Rich markup.
@@ -61,16 +62,18 @@ KvOpt = Annotated[Optional[KvMode], typer.Option("--kv", help="full (default): o
 KvTypeOpt = Annotated[Optional[KvType], typer.Option("--kv-type", help="KV cache element type: f16 (default) or q8_0 (half the memory).", rich_help_panel=_R)]
 ConvertType = Annotated[OutputTypeName, typer.Option("--type", "-t", case_sensitive=False, help="Tensor type of the weight matrices; K-quants need `ouro runtime build`.")]
 ModelType = Annotated[Optional[OutputTypeName], typer.Option("--type", case_sensitive=False, help="With a Hugging Face repo id: the type a checkpoint is converted to once (default q8_0), or the quant of a GGUF repo's file; the same as a :TYPE suffix. (-t is --threads, as in llama.cpp.)", rich_help_panel=_R)]
+MmapOpt = Annotated[Optional[MmapMode], typer.Option("--mmap", help="How the weights are held: auto (default) reads the file into memory when llama.cpp repacks some of its matrices for this CPU (mmap would keep their file pages resident too), else maps it; on: always map; off: always read.", rich_help_panel=_R)]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Download a large model from the Hugging Face Hub without asking.", rich_help_panel=_R)]
 Phone = Annotated[bool, typer.Option("--phone", help="Small-memory preset: --kv share, a q8_0 KV cache, --ctx 2048, 4 threads (replaces those options).", rich_help_panel=_R)]
 
 
 def settings(*, phone: bool = False, ctx: int | None = None, threads: int | None = None, loops: int | None = None,
              exit_threshold: float | None = None, exit_mode: ExitMode | None = None, kv: KvMode | None = None,
-             kv_type: KvType | None = None) -> Settings:
+             kv_type: KvType | None = None, mmap: MmapMode | None = None) -> Settings:
     """The one Settings of a command: the --phone preset (or the defaults), then the flags given."""
     given = dict(n_ctx=ctx, n_threads=threads, loops=loops, exit_threshold=exit_threshold,
-                 exit_mode=exit_mode and exit_mode.value, kv=kv and kv.value, kv_type=kv_type and kv_type.value)
+                 exit_mode=exit_mode and exit_mode.value, kv=kv and kv.value, kv_type=kv_type and kv_type.value,
+                 mmap=mmap and mmap.value)
     preset = PRESETS["phone" if phone else "default"]
     if phone:  # the preset replaces the memory options (see --phone's help)
         given.update(n_ctx=None, n_threads=None, kv=None, kv_type=None)

@@ -36,14 +36,15 @@ def serve(
     log: Annotated[bool, typer.Option("--log/--quiet", help="Print one line per request.")] = True,
     ctx: opt.Ctx = None, threads: opt.Threads = None, loops: opt.Loops = None,
     exit_threshold: opt.ExitThreshold = None, exit_mode: opt.ExitModeOpt = None,
-    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, phone: opt.Phone = False, yes: opt.Yes = False,
+    kv: opt.KvOpt = None, kv_type: opt.KvTypeOpt = None, mmap: opt.MmapOpt = None, phone: opt.Phone = False,
+    yes: opt.Yes = False,
     model_type: opt.ModelType = None,
 ) -> None:
     """Serve an Ouro model over an OpenAI-compatible HTTP API (chat, completions, streaming)."""
     err = Console(stderr=True, highlight=False)
     with opt.cli_errors(err):
         settings = opt.settings(phone=phone, ctx=ctx, threads=threads, loops=loops, exit_threshold=exit_threshold,
-                                exit_mode=exit_mode, kv=kv, kv_type=kv_type)
+                                exit_mode=exit_mode, kv=kv, kv_type=kv_type, mmap=mmap)
         opened = opt.open_model(model, settings, err, yes=yes, type_name=model_type)
         model_id = opened.model.path.stem
         try:

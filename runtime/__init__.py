@@ -4,7 +4,8 @@
     keys      the ouro.* GGUF keys and their limits
     loading   load(): validate, plan memory, open — once each
     model     OuroModel; template (chat template), generation (sampling loop, statistics), locking
-    control   run-time exit control of the patched llama.cpp; kv + memory_plan: what a setting costs
+    control   run-time exit control of the patched llama.cpp; kv + memory_plan: what a setting costs;
+              weights: how llama.cpp will hold the weights (mapped or read, repacked or not)
     validate  checking a GGUF before llama.cpp sees it; reference: the PyTorch reference of Ouro
 """
 

@@ -25,7 +25,8 @@ from runtime.validate import GGUFSummary, validate_gguf
 
 def plan_for(summary: GGUFSummary, settings: Settings) -> MemoryPlan:
     """The memory `settings` need with this file; refuses a KV type the model's heads cannot hold."""
-    return plan_memory(summary, settings.n_ctx, kv=settings.kv, kv_type=settings.kv_type, loops=settings.loops)
+    return plan_memory(summary, settings.n_ctx, kv=settings.kv, kv_type=settings.kv_type, loops=settings.loops,
+                       mmap=settings.mmap)
 
 
 def open_checked(summary: GGUFSummary, settings: Settings, *, seed: int | None = None,

@@ -1,12 +1,17 @@
 """How much RAM an Ouro GGUF needs for a context: weights + KV cache + compute buffers + runtime.
 
-`plan_memory(summary, n_ctx, kv=..., kv_type=...)` predicts what the patched llama.cpp allocates, from the
-file's checked facts (runtime.validate) alone, so `ouro info --ctx N --kv share --kv-type q8_0` answers
-"does this fit my phone?" without loading anything, and `ouro chat` can warn before it loads a setting
-that would not fit the memory it sees (`available_memory`, `fit_warning`).
+`plan_memory(summary, n_ctx, kv=..., kv_type=..., mmap=...)` predicts what the patched llama.cpp
+allocates, from the file's checked facts (runtime.validate) and the runtime's CPU features alone, so
+`ouro info --ctx N --kv share --kv-type q8_0` answers "does this fit my phone?" without loading anything,
+and `ouro chat` can warn before it loads a setting that would not fit the memory it sees
+(`available_memory`, `fit_warning`).
 
 The terms, as llama.cpp (in llama-cpp-python 0.3.36) sizes them:
-- weights: every tensor in the file (mmapped; llama.cpp reads them all at load).
+- weights: every tensor in the file, once; and what the way they are held adds (runtime.weights): with
+  mmap, the file's pages outside the tensors (the whole file is faulted in) and the file pages of every
+  matrix the CPU backend repacks, which stay resident beside the repacked copy; read into memory, nothing.
+  The default ("auto") reads the file exactly when something is repacked, so that term is the metadata's
+  few MiB or nothing.
 - KV cache: the context padded to 256 cells, times one K and one V row per KV head for each slot: T·L
   slots with full KV, L with loop-shared KV (`ouro.kv_share`), in F16 (2 bytes per value) or q8_0
   (34 bytes per 32 values; needs a head size that is a multiple of 32, and flash attention for V).
@@ -31,6 +36,8 @@ from runtime.errors import OuroRuntimeError
 from runtime.keys import KV_MODES
 from runtime.kv import KV_TYPES, kv_bytes_per_token
 from runtime.validate import GGUFSummary
+from runtime.weights import CpuBackend, WeightHolding, hold_weights, runtime_backend
+
 KV_CELL_PAD = 256          # llama.cpp rounds the context up to a multiple of this many cells
 DEFAULT_BATCH = 512        # llama-cpp-python's n_batch / n_ubatch
 RUNTIME_OVERHEAD = 10 << 20
@@ -51,13 +58,14 @@ class MemoryPlan:
     n_batch: int
     loops: int
     weights: int
+    held: WeightHolding  # mmapped or read, what is repacked, what that adds to `weights`
     kv_cache: int
     compute: int
     overhead: int
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.overhead
+        return self.weights + self.held.extra + self.kv_cache + self.compute + self.overhead
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "total": self.total}
@@ -93,11 +101,13 @@ def compute_bytes(s: GGUFSummary, cells: int, n_ubatch: int, flash_attn: bool) -
 
 
 def plan_memory(s: GGUFSummary, n_ctx: int, *, kv: str = "full", kv_type: str = "f16", loops: int | None = None,
-                n_batch: int = DEFAULT_BATCH, flash_attn: bool | None = None) -> MemoryPlan:
+                n_batch: int = DEFAULT_BATCH, flash_attn: bool | None = None, mmap: str = "auto",
+                backend: CpuBackend | None = None) -> MemoryPlan:
     """The memory llama.cpp needs to run `s` with a context of n_ctx tokens.
 
     flash_attn: None = what the runtime uses (FLASH_ATTN).
     n_batch: llama-cpp-python's n_batch (the micro-batch is min(n_ctx, n_batch) tokens).
+    mmap: Settings.mmap; backend: the CPU backend that will repack (None: the installed runtime's).
     """
     if n_ctx < 1:
         raise MemoryPlanError(f"the context must be at least 1 token, got {n_ctx}")
@@ -119,7 +129,8 @@ def plan_memory(s: GGUFSummary, n_ctx: int, *, kv: str = "full", kv_type: str = 
     n_ubatch = min(n_ctx, n_batch)
     return MemoryPlan(
         n_ctx=n_ctx, kv_cells=cells, kv=kv, kv_type=kv_type, flash_attn=flash, n_batch=n_ubatch, loops=n_loops,
-        weights=s.tensor_bytes, kv_cache=kv_cache_bytes(s, cells, kv, kv_type, n_loops),
+        weights=s.tensor_bytes, held=hold_weights(s, mmap, backend if backend is not None else runtime_backend()),
+        kv_cache=kv_cache_bytes(s, cells, kv, kv_type, n_loops),
         compute=compute_bytes(s, cells, n_ubatch, flash), overhead=RUNTIME_OVERHEAD,
     )
 
@@ -176,7 +187,10 @@ def plan_rows(plan: MemoryPlan) -> list[tuple[str, str]]:
     return [
         ("memory plan", f"--ctx {plan.n_ctx} --kv {plan.kv} --kv-type {plan.kv_type}"
                         f" (flash attention {'on' if plan.flash_attn else 'off'}, batch {plan.n_batch})"),
-        ("  weights", hb(plan.weights)),
+        ("  weights", f"{hb(plan.weights)} ({plan.held.describe()})"),
+        *([("  file pages", f"{hb(plan.held.extra)} more: the mapped metadata"
+                             + (" and the repacked matrices' source pages" if plan.held.repacked else ""))]
+          if plan.held.extra else []),
         ("  KV cache", f"{hb(plan.kv_cache)} ({plan.kv_cells} cells, {slots}, {plan.kv_type})"),
         ("  compute buffers", f"{hb(plan.compute)} (worst micro-batch)"),
         ("  runtime", f"{hb(plan.overhead)} (llama.cpp code and metadata)"),

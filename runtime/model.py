@@ -24,10 +24,12 @@ from runtime.sampling import SamplingParams
 from runtime.settings import Settings
 from runtime.template import THINK_OPEN, ChatTemplate, Message
 from runtime.validate import GGUFSummary
+from runtime.weights import WeightHolding, hold_weights, runtime_backend
 
 
-def _open_llama(path: Path, settings: Settings, extra_loops: int | None) -> Any:
-    """Load with the settings that shape the KV cache; extra_loops: more loops than the file's (else None)."""
+def _open_llama(path: Path, settings: Settings, extra_loops: int | None, use_mmap: bool) -> Any:
+    """Load with the settings that shape the KV cache; extra_loops: more loops than the file's (else None);
+    use_mmap: runtime.weights' decision for settings.mmap."""
     overrides: dict[str, int | float] = {}
     if extra_loops is not None:
         overrides[NUM_LOOPS] = int(extra_loops)
@@ -40,7 +42,7 @@ def _open_llama(path: Path, settings: Settings, extra_loops: int | None) -> Any:
             # core for batches, which on a busy machine stalls its spinning thread barriers for seconds.
             str(path), n_ctx=settings.n_ctx, n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
             kv_overrides=overrides or None, verbose=False,
-            type_k=cache_type, type_v=cache_type, flash_attn=FLASH_ATTN,
+            type_k=cache_type, type_v=cache_type, flash_attn=FLASH_ATTN, use_mmap=use_mmap,
         )
     except ValueError as e:
         raise OuroRuntimeError(f"{path}: llama.cpp cannot load it ({e}); is it an Ouro GGUF, and is the "
@@ -56,6 +58,7 @@ class OuroModel:
         self._lock = ModelLock()
         self._seed = seed
         self._llm: Any = None
+        self.weights_held: WeightHolding  # how the weights are held in the loaded llama.cpp (runtime.weights)
         self._settings = Settings()
         self._apply(self._checked(settings))
         self.metadata: dict[str, str] = dict(self._llm.metadata)
@@ -74,17 +77,23 @@ class OuroModel:
         return self._settings
 
     def _load_time(self, settings: Settings) -> tuple:
-        """What only a reload can change: the KV cache's shape and type, and more loops than the file's
-        (each loop needs its KV slots)."""
+        """What only a reload can change: how the weights are held, the KV cache's shape and type, and more
+        loops than the file's (each loop needs its KV slots; last, for _open_llama)."""
         extra_loops = settings.loops if settings.loops is not None and settings.loops > self.summary.loops else None
-        return settings.kv, settings.kv_type, settings.n_ctx, settings.n_threads, extra_loops
+        return settings.mmap, settings.kv, settings.kv_type, settings.n_ctx, settings.n_threads, extra_loops
+
+    def _open(self, settings: Settings) -> Any:
+        held = hold_weights(self.summary, settings.mmap, runtime_backend())
+        llm = _open_llama(self.path, settings, self._load_time(settings)[-1], held.mmap)
+        self.weights_held = held
+        return llm
 
     def _apply(self, settings: Settings) -> None:
         """Make `settings` the ones in effect; on failure the previous ones stay.
 
         Loops (up to the file's), the exit mode, threshold and minimum loops are set on the running
-        context (runtime.control); the KV policy and type, and loops beyond the file's, reload the model
-        (the weights are mmapped, so that is quick; the KV cache starts empty).
+        context (runtime.control); the KV policy and type, mmap, and loops beyond the file's reload the
+        model (from mapped or page-cached file pages, so that is quick; the KV cache starts empty).
         """
         reloading = self._llm is not None and self._load_time(settings) != self._load_time(self._settings)
         if self._llm is None or reloading:
@@ -93,10 +102,10 @@ class OuroModel:
                 self._llm.close()
                 self._llm = None
             try:
-                self._llm = _open_llama(self.path, settings, self._load_time(settings)[-1])
+                self._llm = self._open(settings)
             except OuroRuntimeError:
                 if reloading:
-                    self._llm = _open_llama(self.path, self._settings, self._load_time(self._settings)[-1])
+                    self._llm = self._open(self._settings)
                 raise
         elif settings.loops != self._settings.loops:
             # The cached tokens have K/V only for the loops they ran: start the conversation over.

@@ -1,9 +1,9 @@
-"""`Settings`: how a model runs (loops, exit, KV cache, context, threads), validated once, passed whole.
+"""`Settings`: how a model runs (loops, exit, KV cache, context, threads, mmap), validated once, passed whole.
 
 The CLI builds one from its flags (or a preset), `runtime.load` plans memory and opens llama.cpp with it,
-and `OuroModel` applies it: what shapes the KV cache (kv, kv_type, loops beyond the file's, n_ctx) at
-load time, the rest on the running context (runtime.control). None means "as the GGUF says"
-(ouro.num_loops, ouro.early_exit_threshold, ouro.min_loops).
+and `OuroModel` applies it: what shapes the KV cache (kv, kv_type, loops beyond the file's, n_ctx) and
+how the weights are held (mmap) at load time, the rest on the running context (runtime.control). None
+means "as the GGUF says" (ouro.num_loops, ouro.early_exit_threshold, ouro.min_loops).
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from runtime.keys import EXIT_MODES, KV_MODES, MAX_LOOPS
 from runtime.kv import KV_TYPES
 
 DEFAULT_CTX = 2048
+# How the weights are held (runtime.weights): "auto" reads the file into memory when llama.cpp's CPU backend
+# repacks any of its matrices (mmap would keep their file pages resident beside the copies) and maps it
+# otherwise; "on" always maps it (llama-cpp-python's default), "off" always reads it.
+MMAP_MODES = ("auto", "on", "off")
 
 
 def _is_int(value: object) -> bool:
@@ -33,6 +37,7 @@ class Settings:
     min_loops: int | None = None    # skip mode never exits before this many loops
     kv: str = "full"                # "full": a slot per (loop, layer); "share": one per layer
     kv_type: str = "f16"            # KV cache element type (runtime.kv.KV_TYPES)
+    mmap: str = "auto"              # MMAP_MODES
 
     def __post_init__(self) -> None:
         if not _is_int(self.n_ctx) or self.n_ctx < 1:
@@ -51,6 +56,8 @@ class Settings:
             raise OuroRuntimeError(f"kv must be one of {', '.join(KV_MODES)}, got {self.kv!r}")
         if self.kv_type not in KV_TYPES:
             raise OuroRuntimeError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}")
+        if self.mmap not in MMAP_MODES:
+            raise OuroRuntimeError(f"mmap must be one of {', '.join(MMAP_MODES)}, got {self.mmap!r}")
 
     def replace(self, **changes: object) -> Settings:
         """A copy with `changes`, validated again."""

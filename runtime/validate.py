@@ -32,6 +32,7 @@ WEIGHT_TYPES = frozenset({
     Q.Q6_K, Q.IQ2_XXS, Q.IQ2_XS, Q.IQ3_XXS, Q.IQ1_S, Q.IQ4_NL, Q.IQ3_S, Q.IQ2_S, Q.IQ4_XS, Q.IQ1_M,
     Q.TQ1_0, Q.TQ2_0, Q.MXFP4,
 })
+EMBEDDING = "token_embd.weight"
 NORM_TYPE = Q.F32  # the norms feed ggml_mul with the F32 activations: they must be F32
 
 # Every ouro.* key llama.cpp or our runtime reads. Any other ouro.* key is refused: llama.cpp reads many
@@ -76,6 +77,18 @@ class TensorTypeSize:
 
 
 @dataclass(frozen=True)
+class Matrices:
+    """`count` weight matrices of one type and shape that llama.cpp multiplies with (MUL_MAT): every 2-D
+    tensor but the token embedding, whose rows it gathers. What its CPU backend may repack (runtime.weights)."""
+
+    type: str
+    rows: int  # ne[1]: output features
+    cols: int  # ne[0]: the row length
+    count: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
 class GGUFSummary:
     """The checked facts of an Ouro GGUF (everything `ouro info` prints)."""
 
@@ -105,6 +118,7 @@ class GGUFSummary:
     n_tensors: int
     tensor_types: tuple[TensorTypeSize, ...]  # per ggml type, largest first
     tensor_bytes: int
+    matrices: tuple[Matrices, ...]  # by type and shape, largest first
     n_params: int  # tensors plus the exit gate carried as metadata
     chat_template: str | None
     bos_token_id: int | None
@@ -308,7 +322,7 @@ def _summarise(header: GGUFHeader) -> GGUFSummary:
         gate_present=gate is not None, gate_bias=gate_bias, threshold=threshold, exit_at_step=exit_at_step,
         exit_mode=exit_mode, min_loops=min_loops, kv_share=kv_share,
         n_tensors=len(header.tensors), tensor_types=_type_sizes(header.tensors),
-        tensor_bytes=sum(t.nbytes for t in header.tensors),
+        tensor_bytes=sum(t.nbytes for t in header.tensors), matrices=_matrices(header.tensors),
         n_params=sum(t.n_elements for t in header.tensors) + n_gate,
         chat_template=chat_template,
         bos_token_id=ids["bos"], eos_token_id=ids["eos"], eot_token_id=ids["eot"],
@@ -363,7 +377,7 @@ def expected_tensor_shapes(hp: _HParams, vocab: int) -> Iterator[tuple[str, tupl
     """Every tensor an Ouro file must hold, with its ggml shape (ne[0] first: the input dimension)."""
     d, f = hp.hidden, hp.ffn
     q, kv = hp.heads * hp.head_dim, hp.heads_kv * hp.head_dim
-    yield "token_embd.weight", (d, vocab)
+    yield EMBEDDING, (d, vocab)
     yield "output_norm.weight", (d,)
     yield "output.weight", (d, vocab)
     for i in range(hp.layers):
@@ -454,6 +468,18 @@ def _type_sizes(tensors: list[TensorInfo]) -> tuple[TensorTypeSize, ...]:
         entry[0] += 1
         entry[1] += t.nbytes
     return tuple(sorted((TensorTypeSize(k, c, b) for k, (c, b) in acc.items()), key=lambda s: -s.nbytes))
+
+
+def _matrices(tensors: list[TensorInfo]) -> tuple[Matrices, ...]:
+    acc: dict[tuple[str, int, int], list[int]] = {}
+    for t in tensors:
+        shape = _strip_ones(t.shape)
+        if len(shape) == 2 and t.name != EMBEDDING:
+            entry = acc.setdefault((t.type.name, shape[1], shape[0]), [0, 0])
+            entry[0] += 1
+            entry[1] += t.nbytes
+    return tuple(sorted((Matrices(k, rows, cols, c, b) for (k, rows, cols), (c, b) in acc.items()),
+                        key=lambda m: -m.nbytes))
 
 
 def _sampling(meta: _Meta) -> dict[str, float]:

@@ -26,7 +26,7 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """One checkpoint (hidden 256, 8 heads of 32, FFN 1024, 4 layers x 4 loops, vocab 512) as F32/F16/Q8_0."""
+    """One checkpoint (hidden 256, 8 heads of 32, FFN 1024, 4 layers x 4 loops, vocab 512) as F32/F16/Q8_0/Q4_0."""
     from rich.console import Console
 
     from convert.convert import convert_checkpoint
@@ -41,7 +41,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     finally:
         del synthetic.PRESETS["plan-test"]
     return {q: convert_checkpoint(ckpt, root / f"m-{q}.gguf", q, console=Console(file=io.StringIO()))
-            for q in ("f32", "f16", "q8_0")}
+            for q in ("f32", "f16", "q8_0", "q4_0")}
 
 
 # A fresh interpreter loads the model with llama-cpp-python exactly as runtime.model does (one thread count,
@@ -66,7 +66,7 @@ base = rss()
 llm = llama_cpp.Llama(args["path"], n_ctx=args["n_ctx"], n_batch=args["n_batch"], n_ubatch=args["n_batch"],
                       n_threads=1, n_threads_batch=1, flash_attn=args["flash_attn"], type_k=args["type"],
                       type_v=args["type"], kv_overrides={"ouro.kv_share": True} if args["share"] else None,
-                      verbose=True)
+                      use_mmap=args["mmap"], verbose=True)
 llm.eval([(7 * i + 3) % 500 + 5 for i in range(args["n_prompt"])])
 text = "".join(log)
 def mib(pattern):
@@ -76,10 +76,10 @@ print(json.dumps({"rss": rss() - base, "kv": mib("KV buffer size"), "compute": m
 
 
 def measure(path: Path, *, n_ctx: int, n_batch: int, kv: str, kv_type: str, flash_attn: bool,
-            n_prompt: int = 64) -> dict:
+            n_prompt: int = 64, mmap: bool = True) -> dict:
     pytest.importorskip("llama_cpp")
     args = dict(path=str(path), n_ctx=n_ctx, n_batch=n_batch, share=kv == "share", type=GGML_TYPE_IDS[kv_type],
-                flash_attn=flash_attn, n_prompt=n_prompt)
+                flash_attn=flash_attn, n_prompt=n_prompt, mmap=mmap)
     result = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -119,8 +119,27 @@ RSS_CASES = [
 @pytest.mark.parametrize("qtype,n_ctx,kv,kv_type,flash", RSS_CASES)
 def test_estimate_within_10_percent_of_measured_rss(models, qtype, n_ctx, kv, kv_type, flash):
     plan = plan_memory(validate_gguf(models[qtype]), n_ctx, kv=kv, kv_type=kv_type, n_batch=16, flash_attn=flash)
-    seen = measure(models[qtype], n_ctx=n_ctx, n_batch=16, kv=kv, kv_type=kv_type, flash_attn=flash)
+    seen = measure(models[qtype], n_ctx=n_ctx, n_batch=16, kv=kv, kv_type=kv_type, flash_attn=flash,
+                   mmap=plan.held.mmap)
     assert abs(plan.total - seen["rss"]) <= 0.10 * seen["rss"], (plan.total / MiB, seen["rss"] / MiB)
+
+
+def test_a_repacked_file_is_planned_as_it_is_held(models):
+    """Q4_0 is repacked on x86 (AVX2) and ARM (dotprod): the plan reads it by default and counts the file
+    pages mmap would keep beside the copies. A small context keeps the weights the dominant term."""
+    s = validate_gguf(models["q4_0"])
+    auto, on = (plan_memory(s, 256, n_batch=16, mmap=m) for m in ("auto", "on"))
+    if not auto.held.repacked:
+        pytest.skip("this runtime's CPU backend repacks no Q4_0 matrix")
+    assert (auto.held.mmap, auto.held.extra, on.held.mmap) == (False, 0, True)
+    assert on.total - auto.total == s.file_size - s.tensor_bytes + auto.held.repacked
+    assert "read into memory" in dict(plan_rows(auto))["  weights"]
+    assert "repacked matrices' source pages" in dict(plan_rows(on))["  file pages"]
+    # At this size the constant runtime term dominates the total, so the check is on what the two ways of
+    # holding the weights differ by: the metadata pages and the repacked matrices' file pages.
+    seen = {plan.held.mmap: measure(models["q4_0"], n_ctx=256, n_batch=16, kv="full", kv_type="f16",
+                                    flash_attn=True, mmap=plan.held.mmap)["rss"] for plan in (auto, on)}
+    assert abs((seen[True] - seen[False]) - (on.total - auto.total)) <= 0.10 * (on.total - auto.total)
 
 
 def test_share_and_q8_0_shrink_the_cache_by_the_expected_factors(models):
