@@ -21,10 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from models.data import (CHAIN_MAX, CHAIN_OPERANDS, HELD_OUT_SEED, OFF_TASK_PROBES, OPERAND_DIGITS, SCORED_TASKS,
                          TRAIN_MIX, TURNS, held_out_problems)
 from models.evaluate import QTYPES, Score, Setting, apply, convert_all, off_task, opened, score
+from models.kv_sharing import LoopDrift, loop_drift
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "ouro-tiny-arith"
 N_HELD_OUT = 500
 THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+DRIFT_PROBLEMS = 100  # held-out problems the K/V drift across loops is averaged over
 SPEED_ROUNDS = 3  # select and skip take turns this many times for the decode speed ratio
 N_TEST = 100  # tests/test_embedded_model.py scores the first N_TEST held-out problems at T loops...
 N_TEST_TURN3 = 30  # ...and the first N_TEST_TURN3 of them as a third turn
@@ -47,6 +49,7 @@ class Measurements:
     off_task: list[tuple[str, str, bool]]
     speed: list[tuple[float, float]]  # (select, skip) decode tok/s per round at the chosen threshold
     chosen: float | None  # the skip threshold the card recommends
+    drift: list[LoopDrift]  # each loop's answer-token K/V against the last loop's (reference model)
 
 
 def chosen_threshold(acc_full: float, skip: dict[float, Score]) -> float | None:
@@ -93,7 +96,8 @@ def measure(checkpoint: Path, n: int) -> Measurements:
                 share = {f"{T} loops": run(model, Setting(loops=T, kv="share"))}
                 share.update({f"skip q={q}": run(model, Setting(threshold=q, mode="skip", kv="share"))
                               for q in THRESHOLDS})
-    return Measurements(n, T, depth, select, skip, share, third_turn, answers, speed, chosen)
+    drift = loop_drift(checkpoint, problems[:DRIFT_PROBLEMS])
+    return Measurements(n, T, depth, select, skip, share, third_turn, answers, speed, chosen, drift)
 
 
 def plot_curve(training: dict, path: Path) -> None:
@@ -158,6 +162,28 @@ def _gate_table(m: Measurements) -> str:
         mark = " (chosen)" if q == m.chosen else ""
         lines.append(f"| {q}{mark} | {a.accuracy:.3f} | {a.mean_loops:.2f} | {b.accuracy:.3f} | {b.mean_loops:.2f} |")
     return "\n".join(lines)
+
+
+def _drift_table(drift: list[LoopDrift]) -> str:
+    lines = ["| loop | key cosine to the last loop's | value cosine | ‖K_t − K_T‖ / ‖K_T‖ | ‖V_t − V_T‖ / ‖V_T‖ |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {d.loop} | {d.key_cosine:.3f} | {d.value_cosine:.3f} | {d.key_distance:.2f} | {d.value_distance:.2f} |"
+              for d in drift]
+    return "\n".join(lines)
+
+
+def _drift_verdict(m: Measurements) -> str:
+    first = m.drift[0]
+    shared, full = m.share[f"{m.loops} loops"].accuracy, m.depth["f16"][-1].accuracy
+    return (f"Sharing costs {100 * (full - shared):.1f} points here ({full:.3f} → {shared:.3f}). Loop 1's keys "
+            f"have cosine {first.key_cosine:.2f} to the last loop's: with one physical layer per loop, loop 1's "
+            "K/V are projections of little more than the token embedding while the last loop's carry the "
+            "worked-out state, so under sharing the early loops read keys they were never trained on. The "
+            "paper's < 0.1-point cost is for Ouro-1.4B, where each loop is 24 layers deep and the last loop's "
+            "K/V evidently stand in for the others (the paper reports the accuracy, not the K/V distance); "
+            "there too, keeping the *first* loop's K/V instead collapses GSM8K to 18.7, the same mismatch "
+            "seen from the other side. A model meant for sharing would have to be trained with it (loop t "
+            "attending to the last loop's K/V of earlier tokens).")
 
 
 def _yes(ok: bool) -> str:
@@ -301,9 +327,24 @@ Q8_0 is {100 * q8_gap:.1f} points from F16 at T = {T} ({_yes(q8_gap <= 0.01)}: w
 
 {_task_table(share_rows)}
 
+Why: with sharing, a generated token keeps only its last loop's K/V, so loop t of every later token
+attends to loop-{T} keys and values where training showed it loop-t ones. How far apart those are on
+this model (PyTorch reference, the answer tokens of {DRIFT_PROBLEMS} held-out problems, teacher-forced;
+`models/kv_sharing.py`):
+
+{_drift_table(m.drift)}
+
+{_drift_verdict(m)}
+
 ## History
 
-The previous ouro-tiny-arith (475,905 parameters: 1 layer of width 128, 4 heads; one-turn data; 6000 +
+The run before this one had the same architecture and data generator with equal shares for comparison and
+counting (add 28%, sub 22%, chain 20%, compare 10%, count 10%, off-task 10%) and 4800 + 300 steps (62.6
+minutes). On the first 100 of these held-out problems, through the runtime: acc(1..4) = 0.200 / 0.810 /
+0.850 / 0.870, worst task counting 0.600; third turn 0.800 (−7.0 points); off-task 22 / 25; skip at q = 0.5
+kept 100% of acc(4) at 2.26 loops per token; shared KV 0.180.
+
+The first ouro-tiny-arith (475,905 parameters: 1 layer of width 128, 4 heads; one-turn data; 6000 +
 300 steps of 32 conversations on one torch thread, 39.3 minutes) scored, on 300 held-out problems decoded
 by `runtime.reference.generate`: acc(1..4) = 0.123 / 0.310 / 0.417 / 0.437 (add 0.35, sub 0.13, chain 0.52,
 compare 0.88, count 0.30 at 4 loops); the gate at threshold 0.5 kept 0.423 at 2.80 loops per token. It

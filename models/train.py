@@ -58,7 +58,7 @@ class Recipe:
     num_attention_heads: int = 8
     loops: int = 4
     batch_size: int = 64
-    stage1_steps: int = 4800
+    stage1_steps: int = 6600
     stage2_steps: int = 300
     lr: float = 2e-3
     warmup_steps: int = 200

@@ -77,3 +77,18 @@ def test_off_task_messages_get_a_sentence_not_a_number(model):
 ])
 def test_the_off_task_rule(text: str, ok: bool):
     assert is_capability_sentence(text) is ok
+
+
+def test_kv_drift_is_measured_against_the_last_loop(checkpoint: Path):
+    """The card's explanation of the shared-KV cost: the last loop compared with itself is exact, and the
+    earlier a loop, the further its keys are from the last loop's."""
+    pytest.importorskip("torch")
+    from models.kv_sharing import loop_drift
+
+    drift = loop_drift(checkpoint, held_out_problems(10))
+    T = json.loads((checkpoint / "config.json").read_text())["total_ut_steps"]
+    assert [d.loop for d in drift] == list(range(1, T + 1))
+    assert drift[-1].key_cosine == pytest.approx(1.0, abs=1e-5) and drift[-1].key_distance == pytest.approx(0.0, abs=1e-5)
+    assert all(-1.0 <= d.key_cosine <= 1.0 + 1e-6 and -1.0 <= d.value_cosine <= 1.0 + 1e-6 for d in drift)
+    distances = [d.key_distance for d in drift]
+    assert distances == sorted(distances, reverse=True), distances
