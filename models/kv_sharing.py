@@ -28,6 +28,11 @@ class LoopDrift:
     value_distance: float
 
 
+def _from(slot, start: int):
+    """A cache slot's K or V [1, heads, S, d] from position `start` on, one row of all heads per token."""
+    return slot[..., start:, :].transpose(1, 2).flatten(2)
+
+
 def loop_drift(checkpoint: Path, problems: Sequence[Problem]) -> list[LoopDrift]:
     import torch
     from tokenizers import Tokenizer
@@ -44,13 +49,12 @@ def loop_drift(checkpoint: Path, problems: Sequence[Problem]) -> list[LoopDrift]
             prompt = tokenizer.encode(render_prompt(problem.question)).ids
             answer = tokenizer.encode(problem.answer).ids
             cache = model(torch.tensor([prompt + answer])).cache
+            start = len(prompt)
             for layer in range(L):
-                last = slice(len(prompt), None)  # the answer tokens' positions
-                k_T = cache.k[(T - 1) * L + layer][..., last, :].transpose(1, 2).flatten(2)  # [1, S, H·d]
-                v_T = cache.v[(T - 1) * L + layer][..., last, :].transpose(1, 2).flatten(2)
+                last = (T - 1) * L + layer
+                k_T, v_T = _from(cache.k[last], start), _from(cache.v[last], start)
                 for t in range(T):
-                    k = cache.k[t * L + layer][..., last, :].transpose(1, 2).flatten(2)
-                    v = cache.v[t * L + layer][..., last, :].transpose(1, 2).flatten(2)
+                    k, v = _from(cache.k[t * L + layer], start), _from(cache.v[t * L + layer], start)
                     sums[t, 0] += torch.cosine_similarity(k, k_T, dim=-1).sum()
                     sums[t, 1] += torch.cosine_similarity(v, v_T, dim=-1).sum()
                     sums[t, 2] += ((k - k_T).norm(dim=-1) / k_T.norm(dim=-1)).sum()
